@@ -1,0 +1,1 @@
+"""Boot kernels with virtme-ng, run the compatibility suites inside, collect a matrix."""

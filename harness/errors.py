@@ -1,0 +1,39 @@
+"""The harness's own errors. Only the command line turns them into exit statuses."""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Root of every error the harness raises on purpose."""
+
+    exit_status = 1
+
+
+class ConfigError(HarnessError):
+    """kernels.yaml (or another input file) is not what the harness accepts."""
+
+    exit_status = 2
+
+    def __init__(self, path: str, kernel: str | None, field: str | None, problem: str) -> None:
+        self.path = path
+        self.kernel = kernel
+        self.field = field
+        self.problem = problem
+        where = [path]
+        if kernel is not None:
+            where.append(f"kernel {kernel!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{': '.join(where)}: {problem}")
+
+
+class PrerequisiteError(HarnessError):
+    """A host tool is missing and the harness may not or cannot install it."""
+
+    exit_status = 3
+
+
+class FetchError(HarnessError):
+    """A kernel could not be resolved, downloaded, verified or extracted."""
+
+    exit_status = 4

@@ -1,0 +1,100 @@
+"""Runs inside a guest: records what kernel this is, runs the suites, writes the results.
+
+Everything goes into the results directory that the host shares read-write; ``guest.json`` is
+written last, so its presence tells the host the guest finished. Lines starting with
+``mountcompat-guest:`` on stdout are the progress the host shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MODULES = ("loop", "overlay", "erofs", "squashfs")
+
+
+def say(message: str) -> None:
+    print(f"mountcompat-guest: {message}", flush=True)
+
+
+def write(results: Path, name: str, text: str) -> None:
+    (results / name).write_text(text)
+
+
+def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
+
+
+def load_modules(results: Path) -> dict[str, Any]:
+    """Load the modules the suites need: some devices (/dev/loop-control) only appear then."""
+    outcome = {}
+    for module in MODULES:
+        done = run(["modprobe", module])
+        outcome[module] = {"returncode": done.returncode, "stderr": done.stderr.strip()}
+    write(results, "modules.json", json.dumps(outcome, indent=2))
+    return outcome
+
+
+def run_suites(results: Path, repo: Path, pytest_args: list[str]) -> int:
+    cmd = [
+        sys.executable, "-m", "pytest", str(repo / "suites"),
+        "-p", "no:cacheprovider",
+        f"--junitxml={results / 'junit.xml'}",
+        f"--mountcompat-results={results / 'outcomes.json'}",
+        f"--mountcompat-scratch={results / 'scratch'}",
+        *pytest_args,
+    ]
+    with (results / "pytest.log").open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                cwd=repo)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if line.startswith(("PASSED", "FAILED", "ERROR", "SKIPPED")) or " passed" in line:
+                say(line.strip()[:100])
+        return proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.guest")
+    parser.add_argument("--results", type=Path, required=True)
+    parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("pytest_args", nargs="*")
+    args = parser.parse_args(argv)
+    results: Path = args.results
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    started = time.time()
+    write(results, "guest-started.json", json.dumps({"time": started}))
+    say(f"booted {os.uname().release}")
+    write(results, "uname.txt", os.uname().release + "\n")
+    write(results, "proc-version.txt", Path("/proc/version").read_text())
+    modules = load_modules(results)
+    say("running the suites")
+    suites_started = time.time()
+    pytest_status = run_suites(results, args.repo, args.pytest_args)
+    suites_seconds = time.time() - suites_started
+    probe = run([sys.executable, "-m", "mountcompat", "probe", "--json"], cwd=args.repo)
+    write(results, "probe.json", probe.stdout or "{}")
+    write(results, "probe.stderr", probe.stderr)
+    write(results, "dmesg.txt", run(["dmesg"]).stdout)
+    summary = {
+        "release": os.uname().release,
+        "pytest_exit": pytest_status,
+        "probe_exit": probe.returncode,
+        "modules": modules,
+        "suites_seconds": suites_seconds,
+        "guest_seconds": time.time() - started,
+    }
+    write(results, "guest.json", json.dumps(summary, indent=2))
+    say(f"done: pytest exit {pytest_status}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The matrix run: check the host, fetch the kernels, boot them side by side, collect results.
+
+Results are written as each kernel ends and once more in ``finally``, so an interrupted run
+still leaves everything it collected, and a report of it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.accel import AccelProbe, probe_accel
+from harness.config import KernelSpec, MatrixConfig
+from harness.download import TRANSFERS
+from harness.errors import HarnessError
+from harness.kernels import Fetcher, KernelTree
+from harness.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools
+from harness.runner import RunOutcome, run_guest, write_json
+from harness.ui import MatrixUI
+from harness.virtiofsd import Virtiofsd, ensure_virtiofsd
+from harness.vng import GuestPlan, build_vng_command, reproduce_script, vng_environment, vng_executable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class MatrixOptions:
+    config: MatrixConfig
+    kernels: list[KernelSpec]
+    results: Path
+    cache: Path
+    jobs: int
+    accel: str = "auto"
+    timeout: float | None = None
+    index_max_age: float = 24 * 3600.0
+    pytest_args: list[str] = field(default_factory=list)
+    repo: Path = REPO
+
+
+@dataclass
+class HostFacts:
+    accel: AccelProbe
+    virtiofsd: Virtiofsd
+    qemu: str
+    vng: str
+    host: str
+    started: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accelerator": self.accel.accel,
+            "accelerator_reason": self.accel.reason,
+            "virtiofsd": {"path": str(self.virtiofsd.path), "version": self.virtiofsd.version,
+                          "origin": self.virtiofsd.origin},
+            "qemu": self.qemu,
+            "virtme_ng": self.vng,
+            "host": self.host,
+            "host_kernel": platform.release(),
+            "started": self.started,
+        }
+
+
+def first_line(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
+
+
+def default_jobs() -> int:
+    # Each guest gets two vCPUs; under TCG a vCPU is a busy host thread.
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class MatrixRun:
+    def __init__(self, options: MatrixOptions, ui: MatrixUI) -> None:
+        self.options = options
+        self.ui = ui
+        self.stop = threading.Event()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.facts: HostFacts | None = None
+
+    # --- preparation -----------------------------------------------------------------------
+    def prepare_host(self) -> HostFacts:
+        ensure_tools((*MATRIX_TOOLS, *SUITE_TOOLS), self.ui.say)
+        vfsd = ensure_virtiofsd(self.options.cache, self.options.config.mirror, self.ui.say)
+        self.ui.say(f"virtiofsd {vfsd.version} ({vfsd.origin}): {vfsd.path}")
+        accel = probe_accel(self.options.accel)
+        self.ui.say(f"accelerator: [bold]{accel.accel}[/bold] ({accel.reason})")
+        vng = vng_executable()
+        return HostFacts(
+            accel=accel,
+            virtiofsd=vfsd,
+            qemu=first_line(["qemu-system-x86_64", "--version"]),
+            vng=first_line([vng, "--version"]),
+            host=platform.node(),
+            started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        )
+
+    def fetch(self, spec: KernelSpec) -> KernelTree:
+        def progress(message: str) -> None:
+            self.ui.update(spec.name, message)
+
+        fetcher = Fetcher(cache=self.options.cache, mirror=self.options.config.mirror,
+                          index_max_age=self.options.index_max_age, progress=progress)
+        return fetcher.fetch(spec)
+
+    # --- one kernel ------------------------------------------------------------------------
+    def kernel_dir(self, spec: KernelSpec) -> Path:
+        return self.options.results / spec.name
+
+    def record(self, spec: KernelSpec, **values: Any) -> dict[str, Any]:
+        rec = self.records.setdefault(spec.name, {
+            "name": spec.name, "note": spec.note, "tags": list(spec.tags),
+            "source": spec.source.describe(), "status": "not-run",
+        })
+        rec.update(values)
+        write_json(self.kernel_dir(spec) / "kernel.json", rec)
+        return rec
+
+    def plan(self, spec: KernelSpec, tree: KernelTree, facts: HostFacts) -> GuestPlan:
+        results = self.kernel_dir(spec)
+        guest = (sys.executable, "-m", "harness.guest", "--results", str(results),
+                 "--repo", str(self.options.repo), "--", *self.options.pytest_args)
+        return GuestPlan(name=spec.name, vmlinuz=tree.vmlinuz, results=results,
+                         guest_command=guest, accel=facts.accel.accel, cpus=spec.cpus,
+                         memory=spec.memory, append=spec.append, cwd=self.options.repo)
+
+    def fetch_all(self) -> dict[str, KernelTree]:
+        """Fetch every kernel before booting any, so a network problem shows at once."""
+        trees = {}
+        for spec in self.options.kernels:
+            if self.stop.is_set():
+                break
+            results = self.kernel_dir(spec)
+            shutil.rmtree(results, ignore_errors=True)
+            results.mkdir(parents=True)
+            self.record(spec, status="fetching")
+            try:
+                tree = self.fetch(spec)
+            except HarnessError as exc:
+                self.record(spec, status="fetch-failed", detail=str(exc))
+                self.ui.finish(spec.name, f"[red]fetch failed[/red]: {exc}")
+                continue
+            if tree.config:
+                shutil.copyfile(tree.config, results / "config")
+            self.record(spec, status="fetched", package_release=tree.release,
+                        packages=list(tree.packages), provenance=tree.provenance())
+            self.ui.milestone(spec.name, f"ready: {tree.release}")
+            trees[spec.name] = tree
+        return trees
+
+    def boot(self, spec: KernelSpec, tree: KernelTree, facts: HostFacts) -> None:
+        name, results = spec.name, self.kernel_dir(spec)
+        command = build_vng_command(self.plan(spec, tree, facts), vng=vng_executable())
+        with tempfile.TemporaryDirectory(prefix=f"mountcompat-{name}.") as tmp:
+            env = vng_environment(facts.virtiofsd.bin_dir, Path(tmp))
+            (results / "reproduce.sh").write_text(reproduce_script(command, env))
+            (results / "reproduce.sh").chmod(0o755)
+            self.record(spec, status="booting", accelerator=facts.accel.accel, reproduce=f"sh {results / 'reproduce.sh'}", command=command,
+                        qemu=facts.qemu, virtme_ng=facts.vng)
+            booted: list[float] = []
+            started = time.monotonic()
+
+            def on_line(line: str) -> None:
+                if not booted:
+                    booted.append(time.monotonic() - started)
+                self.ui.update(name, line)
+
+            self.ui.milestone(name, f"booting {tree.release} ({facts.accel.accel})")
+            timeout = self.options.timeout or spec.timeout
+            outcome = run_guest(command, env, results, timeout, self.stop, on_line)
+        self.finish_kernel(spec, outcome, booted[0] if booted else None)
+
+    def finish_kernel(self, spec: KernelSpec, outcome: RunOutcome, boot_seconds: float | None
+                      ) -> None:
+        results = self.kernel_dir(spec)
+        release = (results / "uname.txt").read_text().strip() if (results / "uname.txt").exists() \
+            else None
+        self.record(spec, status=outcome.status, detail=outcome.detail, release=release,
+                    returncode=outcome.returncode, wall_seconds=round(outcome.seconds, 1),
+                    boot_seconds=round(boot_seconds, 1) if boot_seconds else None,
+                    evidence=outcome.evidence)
+        colour = "green" if outcome.status == "ok" else "red"
+        self.ui.finish(spec.name, f"[{colour}]{outcome.status}[/{colour}] in "
+                                  f"{outcome.seconds:.0f} s: {outcome.detail}")
+
+    # --- the whole run ---------------------------------------------------------------------
+    def run(self) -> int:
+        options = self.options
+        options.results.mkdir(parents=True, exist_ok=True)
+        keep_previous(options.results)
+        self.facts = facts = self.prepare_host()
+        for spec in options.kernels:
+            self.ui.add_kernel(spec.name)
+        started = time.monotonic()
+        try:
+            trees = self.fetch_all()
+            with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+                futures: list[Future[None]] = [
+                    pool.submit(self.guarded, spec, trees[spec.name], facts)
+                    for spec in options.kernels if spec.name in trees
+                ]
+                while not all(f.done() for f in futures):
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            self.stop.set()
+            self.ui.say("[yellow]interrupted: stopping the guests and keeping the results[/yellow]")
+            raise
+        finally:
+            self.stop.set()
+            self.write_run(time.monotonic() - started)
+        return 0 if all(r.get("status") == "ok" for r in self.records.values()) else 1
+
+    def guarded(self, spec: KernelSpec, tree: KernelTree, facts: HostFacts) -> None:
+        if self.stop.is_set():
+            self.record(spec, status="interrupted", detail="stopped before booting")
+            return
+        try:
+            self.boot(spec, tree, facts)
+        except Exception as exc:  # one kernel's harness bug must not lose the others' results
+            self.record(spec, status="incomplete", detail=f"harness error: {exc!r}")
+            self.ui.finish(spec.name, f"[red]harness error[/red]: {exc!r}")
+
+    def write_run(self, seconds: float) -> None:
+        run = {
+            **(self.facts.to_json() if self.facts else {}),
+            "kernels": [k.name for k in self.options.kernels],
+            "statuses": {n: r.get("status") for n, r in self.records.items()},
+            "wall_seconds": round(seconds, 1),
+            "downloaded_bytes": TRANSFERS.bytes,
+            "downloaded_files": TRANSFERS.files,
+            "config": str(self.options.config.path),
+        }
+        write_json(self.options.results / "run.json", run)
+
+
+def keep_previous(results: Path) -> None:
+    """The last run's matrix becomes the baseline the report compares with."""
+    current = results / "matrix.json"
+    if current.exists():
+        shutil.copyfile(current, results / "previous-matrix.json")

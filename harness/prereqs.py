@@ -1,0 +1,138 @@
+"""Host tools the matrix needs, checked before anything boots.
+
+On a Debian or Ubuntu host running as root, missing packages are installed with apt-get, saying
+what is installed; anywhere else the run stops with the exact command to run. Setting
+``MOUNTCOMPAT_NO_INSTALL=1`` turns the installation off and gives the command instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import PrerequisiteError
+
+Say = Callable[[str], None]
+SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+
+@dataclass(frozen=True)
+class Tool:
+    command: str
+    why: str
+    debian: str
+    fedora: str
+    arch: str
+
+
+# Everything virtme-ng and the suites call on the host (the guest sees the host's binaries).
+MATRIX_TOOLS = (
+    Tool("qemu-system-x86_64", "runs the guests", "qemu-system-x86", "qemu-system-x86-core",
+         "qemu-system-x86"),
+    Tool("busybox", "virtme-ng builds its initramfs with it", "busybox-static", "busybox", "busybox"),
+    Tool("udevadm", "gives the guest its /dev/virtio-ports links (else vng loses the output)",
+         "udev", "systemd-udev", "systemd"),
+    Tool("depmod", "virtme-ng indexes distribution modules", "kmod", "kmod", "kmod"),
+    Tool("file", "virtme-ng reads the kernel version from the image", "file", "file", "file"),
+    Tool("strings", "virtme-ng's second way to read the kernel version", "binutils", "binutils",
+         "binutils"),
+    Tool("gpgv", "checks the Debian archive's signature", "gpgv", "gnupg2", "gnupg"),
+)
+SUITE_TOOLS = (
+    Tool("mkfs.erofs", "builds erofs images for the suites", "erofs-utils", "erofs-utils",
+         "erofs-utils"),
+    Tool("mksquashfs", "builds squashfs images for the suites", "squashfs-tools",
+         "squashfs-tools", "squashfs-tools"),
+    Tool("findmnt", "the suites' independent mount table oracle", "util-linux", "util-linux",
+         "util-linux"),
+    Tool("losetup", "the suites' independent loop device oracle", "mount", "util-linux",
+         "util-linux"),
+)
+
+
+def os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip().strip('"')
+    return fields
+
+
+def distro_family(release: dict[str, str]) -> str:
+    ids = {release.get("ID", ""), *release.get("ID_LIKE", "").split()}
+    for family in ("debian", "ubuntu", "fedora", "rhel", "arch", "suse"):
+        if family in ids:
+            return {"ubuntu": "debian", "rhel": "fedora"}.get(family, family)
+    return "unknown"
+
+
+def find_command(command: str) -> str | None:
+    found = shutil.which(command)
+    if found:
+        return found
+    for d in SBIN_DIRS:
+        candidate = Path(d) / command
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def install_command(family: str, packages: Iterable[str]) -> str:
+    names = " ".join(sorted(set(packages)))
+    return {
+        "debian": f"apt-get install -y --no-install-recommends {names}",
+        "fedora": f"dnf install -y {names}",
+        "arch": f"pacman -S --needed {names}",
+        "suse": f"zypper install -y {names}",
+    }.get(family, f"install these packages (Debian names): {names}")
+
+
+def missing_tools(tools: Iterable[Tool]) -> list[Tool]:
+    return [t for t in tools if find_command(t.command) is None]
+
+
+def apt_install(packages: list[str], say: Say) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    say(f"installing host packages: {' '.join(packages)}")
+    if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode == 0:
+        return
+    say("apt-get install failed; updating the package lists and trying again")
+    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PrerequisiteError(f"{' '.join(cmd)} failed:\n{result.stderr.strip()[-2000:]}")
+
+
+def can_install(family: str) -> bool:
+    return family == "debian" and os.geteuid() == 0 and not os.environ.get("MOUNTCOMPAT_NO_INSTALL")
+
+
+def ensure_tools(tools: Iterable[Tool], say: Say) -> None:
+    """Install (where allowed) or name the packages that provide missing tools."""
+    missing = missing_tools(tools)
+    if not missing:
+        return
+    family = distro_family(os_release())
+    names = ", ".join(f"{t.command} ({t.why})" for t in missing)
+    if can_install(family):
+        apt_install(sorted({t.debian for t in missing}), say)
+        still = missing_tools(missing)
+        if not still:
+            return
+        names = ", ".join(t.command for t in still)
+        raise PrerequisiteError(f"still missing after installing: {names}")
+    packages = [getattr(t, family, t.debian) if family != "unknown" else t.debian for t in missing]
+    raise PrerequisiteError(
+        f"missing host tools: {names}.\nInstall them with:\n  "
+        f"{install_command(family, packages)}"
+    )

@@ -1,0 +1,159 @@
+"""One kernel's guest: start vng, watch its console, enforce the deadline, always clean up.
+
+The guest reports out of band, through files in its results directory; the console is only
+evidence (and the way to see a panic). vng, qemu and virtiofsd share one process group, made
+for this run, so the whole group can be ended, whatever happened: vng starts virtiofsd in the
+background and only its own exit handler would stop it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")
+GUEST_PROGRESS = "mountcompat-guest:"
+PANIC_GRACE = 3.0  # seconds of console kept after a panic line, for the backtrace
+STATUSES = ("ok", "timeout", "panic", "boot-failed", "incomplete", "interrupted")
+
+OnLine = Callable[[str], None]
+
+
+@dataclass
+class RunOutcome:
+    status: str
+    detail: str
+    returncode: int | None
+    seconds: float
+    evidence: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ConsoleWatcher:
+    """Copies the console to a file line by line and notices panics and guest progress."""
+
+    def __init__(self, stream: IO[bytes], log: IO[str], on_line: OnLine) -> None:
+        self.stream, self.log, self.on_line = stream, log, on_line
+        self.panic_at: float | None = None
+        self.tail: list[str] = []
+        self.panic_lines: list[str] = []
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        for raw in iter(self.stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.log.write(line + "\n")
+            self.tail = [*self.tail[-59:], line]
+            if self.panic_at is None and any(m in line for m in PANIC_MARKERS):
+                self.panic_at = time.monotonic()
+                self.panic_lines = self.tail[-20:]
+            elif self.panic_at is not None and len(self.panic_lines) < 60:
+                self.panic_lines.append(line)
+            if GUEST_PROGRESS in line:
+                self.on_line(line.split(GUEST_PROGRESS, 1)[1].strip())
+        self.log.flush()
+
+
+def end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM the run's process group, wait, then SIGKILL whatever is left of it."""
+    pgid = proc.pid
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)
+            if proc.poll() is not None and not group_alive(pgid):
+                return
+    proc.wait()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _only_zombies(pgid)
+
+
+def _only_zombies(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return False
+    return True
+
+
+def classify(results: Path, *, timed_out: bool, panicked: bool, interrupted: bool,
+             returncode: int | None, timeout: float) -> tuple[str, str]:
+    if panicked:
+        return "panic", "the kernel panicked"
+    if timed_out:
+        return "timeout", f"no result within {timeout:.0f} s"
+    if interrupted:
+        return "interrupted", "stopped by the user"
+    if (results / "guest.json").exists():
+        return "ok", "the guest ran the suites to the end"
+    if (results / "guest-started.json").exists():
+        return "incomplete", f"the guest started but did not finish (vng exited {returncode})"
+    return "boot-failed", f"the guest never started its command (vng exited {returncode})"
+
+
+def run_guest(command: list[str], env: dict[str, str], results: Path, timeout: float,
+              stop: threading.Event, on_line: OnLine) -> RunOutcome:
+    """Run one guest to its end, its deadline, a panic, or ``stop``; never leave a process."""
+    started = time.monotonic()
+    timed_out = interrupted = False
+    with (results / "console.log").open("w", encoding="utf-8") as log, \
+            tempfile.TemporaryDirectory(prefix="vng.", dir=env.get("TMPDIR")) as tmp:
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**env, "TMPDIR": tmp})
+        assert proc.stdout is not None
+        watcher = ConsoleWatcher(proc.stdout, log, on_line)
+        try:
+            while proc.poll() is None:
+                now = time.monotonic()
+                if stop.is_set():
+                    interrupted = True
+                    break
+                if now - started > timeout:
+                    timed_out = True
+                    break
+                if watcher.panic_at is not None and now - watcher.panic_at > PANIC_GRACE:
+                    break
+                time.sleep(0.2)
+        finally:
+            end_process_group(proc)
+            watcher.thread.join(timeout=10)
+    panicked = watcher.panic_at is not None
+    status, detail = classify(results, timed_out=timed_out, panicked=panicked,
+                              interrupted=interrupted, returncode=proc.returncode,
+                              timeout=timeout)
+    evidence = watcher.panic_lines if panicked else watcher.tail[-25:]
+    return RunOutcome(status, detail, proc.returncode, time.monotonic() - started, evidence)
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,67 @@
+"""Terminal output: one live progress line per kernel, and plain lines for what happened.
+
+State changes are printed as ordinary lines too, so a log without a terminal (CI) tells the
+same story as the live display.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+
+
+class MatrixUI:
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[kernel]:<12}"),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+        self._lock = threading.Lock()
+        self._last_shown: dict[str, float] = {}
+
+    def __enter__(self) -> MatrixUI:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def say(self, message: str) -> None:
+        self.progress.console.print(message)
+
+    def add_kernel(self, name: str) -> None:
+        with self._lock:
+            self.tasks[name] = self.progress.add_task("waiting", kernel=name, total=None)
+
+    def update(self, name: str, description: str) -> None:
+        with self._lock:
+            task = self.tasks.get(name)
+        if task is not None:
+            self.progress.update(task, description=description)
+
+    def finish(self, name: str, description: str) -> None:
+        with self._lock:
+            task = self.tasks.get(name)
+        if task is not None:
+            self.progress.update(task, description=description, total=1, completed=1)
+            self.progress.stop_task(task)
+        self.say(f"{name}: {description}")
+
+    def milestone(self, name: str, description: str, every: float = 0.0) -> None:
+        """Update the live line; print a plain line too, at most once per ``every`` seconds."""
+        self.update(name, description)
+        now = time.monotonic()
+        if now - self._last_shown.get(name, 0.0) >= every:
+            self._last_shown[name] = now
+            self.say(f"{name}: {description}")

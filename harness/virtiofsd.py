@@ -1,0 +1,136 @@
+"""A Rust virtiofsd for virtme-ng, without changing the host's libc or apt sources.
+
+Debian's cloud kernels have no 9p, so the guest's root must come over virtio-fs, and virtme-ng
+accepts only the Rust virtiofsd (it refuses qemu's old C daemon, which bookworm still ships at
+/usr/lib/qemu/virtiofsd). The order, first that works:
+
+1. a Rust virtiofsd already on the host (``virtiofsd --version`` prints ``virtiofsd 1.x``);
+2. the distribution's ``virtiofsd`` package, where apt offers one (trixie, Ubuntu 24.04 on);
+3. a private copy: the ``virtiofsd`` package of a newer Debian suite and the shared libraries
+   it needs (its libc among them), extracted into the cache and started through that libc's
+   own dynamic loader. Bookworm needs this: trixie's virtiofsd wants libc6 >= 2.39, and
+   installing it would upgrade the host's libc, which the harness must never do behind the
+   user's back.
+
+virtme-ng looks virtiofsd up on PATH before its fixed locations, so the harness puts the
+chosen binary (or the private copy's wrapper) first on the PATH of the ``vng`` it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.debian_archive import load_suite_index
+from harness.download import download
+from harness.errors import FetchError, PrerequisiteError
+from harness.kernels import extract_deb
+from harness.mirror import debian_mirror
+from harness.prereqs import can_install, distro_family, os_release
+
+Say = Callable[[str], None]
+PRIVATE_SUITE = "trixie"
+RUST_VERSION = re.compile(r"^virtiofsd (\d+\.\d+\S*)", re.M)
+KNOWN_PATHS = ("/usr/libexec/virtiofsd", "/usr/lib/virtiofsd", "/usr/lib/qemu/virtiofsd")
+
+
+@dataclass(frozen=True)
+class Virtiofsd:
+    path: Path
+    version: str
+    origin: str  # "host", "installed" or "private <suite> package <version>"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.path.parent
+
+
+def rust_version(path: str | Path) -> str | None:
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True,
+                             timeout=30, check=False)
+    except OSError:
+        return None
+    match = RUST_VERSION.search(out.stdout)
+    return match.group(1) if out.returncode == 0 and match else None
+
+
+def find_host_virtiofsd() -> Virtiofsd | None:
+    for candidate in (shutil.which("virtiofsd"), *KNOWN_PATHS):
+        if candidate and (version := rust_version(candidate)):
+            return Virtiofsd(Path(candidate), version, "host")
+    return None
+
+
+def _apt_offers(package: str) -> bool:
+    out = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True,
+                         check=False)
+    match = re.search(r"Candidate:\s*(\S+)", out.stdout)
+    return bool(match and match.group(1) != "(none)")
+
+
+WRAPPER = """#!/bin/sh
+# virtiofsd from Debian {suite} ({version}), run by its own libc's loader: see harness/virtiofsd.py
+exec "{root}/usr/lib64/ld-linux-x86-64.so.2" --library-path "{root}/usr/lib/x86_64-linux-gnu" \\
+    "{root}/usr/libexec/virtiofsd" "$@"
+"""
+
+
+def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
+    index = load_suite_index(debian_mirror(mirror), PRIVATE_SUITE, cache)
+    (stanza,) = index.stanzas("virtiofsd")[-1:] or [None]
+    if stanza is None:
+        raise FetchError(f"no virtiofsd package in {PRIVATE_SUITE}")
+    final = cache / "tools" / f"virtiofsd_{stanza['Version']}"
+    wrapper = final / "bin" / "virtiofsd"
+    if wrapper.exists() and (version := rust_version(wrapper)):
+        return Virtiofsd(wrapper, version, f"private {PRIVATE_SUITE} package {stanza['Version']}")
+    say(f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
+        "(the host's libc stays as it is)")
+    libs = [d.split("(")[0].strip() for d in stanza["Depends"].split(",")]
+    names = ["virtiofsd", "libc6", *[n for n in libs if n.startswith("lib") and n != "libc6"]]
+    tmp = Path(tempfile.mkdtemp(prefix=".virtiofsd.", dir=cache))
+    try:
+        for name in names:
+            pkg = index.stanzas(name)[-1]
+            deb = cache / "debs" / f"{name}_{pkg['Version']}_amd64.deb"
+            download(f"{index.mirror}/{pkg['Filename']}", deb, sha256=pkg["SHA256"])
+            extract_deb(deb, tmp)
+        (tmp / "bin").mkdir()
+        text = WRAPPER.format(suite=PRIVATE_SUITE, version=stanza["Version"], root=final)
+        (tmp / "bin" / "virtiofsd").write_text(text)
+        (tmp / "bin" / "virtiofsd").chmod(0o755)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    version = rust_version(wrapper)
+    if version is None:
+        raise PrerequisiteError(f"the private virtiofsd at {wrapper} does not run")
+    return Virtiofsd(wrapper, version, f"private {PRIVATE_SUITE} package {stanza['Version']}")
+
+
+def ensure_virtiofsd(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
+    found = find_host_virtiofsd()
+    if found:
+        return found
+    family = distro_family(os_release())
+    if can_install(family) and _apt_offers("virtiofsd"):
+        say("installing host package: virtiofsd")
+        subprocess.run(["apt-get", "install", "-y", "-q", "virtiofsd"], capture_output=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, check=False)
+        found = find_host_virtiofsd()
+        if found:
+            return Virtiofsd(found.path, found.version, "installed")
+    if family == "debian":
+        return _private_copy(cache, mirror, say)
+    raise PrerequisiteError(
+        "no Rust virtiofsd found (virtme-ng needs it: the kernels have no 9p); install your "
+        "distribution's 'virtiofsd' package (dnf install virtiofsd / pacman -S virtiofsd)"
+    )

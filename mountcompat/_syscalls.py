@@ -1,0 +1,246 @@
+"""Raw system calls through ctypes: signatures and return-value checks, no policy.
+
+Every failure becomes ``OSError(errno, strerror, call)`` so that Python picks the right subclass
+(``FileNotFoundError``, ``PermissionError``...) and the raw errno stays available to the
+strategies that decide on it. ``call`` describes the operation and its arguments; for
+filesystem contexts the kernel's own messages, read back from the context fd, are attached as
+``exc.kernel_messages`` and appended to the description.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+from collections.abc import Sequence
+from typing import Any
+
+from mountcompat import _constants as C
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+# The new mount syscalls have one number on every architecture (the asm-generic table);
+# only mount(2) and umount2(2), older, differ, and we call those through libc.
+_NUMBERS: dict[str, dict[str, int]] = {
+    arch: {
+        "open_tree": 428,
+        "move_mount": 429,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "openat2": 437,
+        "mount_setattr": 442,
+        "statmount": 457,
+        "listmount": 458,
+        "open_tree_attr": 467,
+    }
+    for arch in ("x86_64", "aarch64")
+}
+NR = _NUMBERS.get(platform.machine(), _NUMBERS["x86_64"])
+
+_mount = _libc.mount
+_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                   ctypes.c_char_p]
+_umount2 = _libc.umount2
+_umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_unshare = _libc.unshare
+_unshare.argtypes = [ctypes.c_int]
+
+
+class MountAttrStruct(ctypes.Structure):
+    """struct mount_attr (MOUNT_ATTR_SIZE_VER0)."""
+
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+class OpenHow(ctypes.Structure):
+    """struct open_how for openat2(2)."""
+
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+class MntIdReq(ctypes.Structure):
+    """struct mnt_id_req, MNT_ID_REQ_SIZE_VER0 (24 bytes): accepted by every kernel with it."""
+
+    _fields_ = [("size", ctypes.c_uint32), ("spare", ctypes.c_uint32),
+                ("mnt_id", ctypes.c_uint64), ("param", ctypes.c_uint64)]
+
+
+def _encode(value: str | bytes | os.PathLike[str] | None) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    return os.fsencode(value)
+
+
+def _describe(name: str, args: Sequence[Any]) -> str:
+    return f"{name}({', '.join(repr(a) if isinstance(a, str | bytes) else str(a) for a in args)})"
+
+
+def raise_errno(err: int, name: str, args: Sequence[Any], messages: Sequence[str] = ()
+                ) -> OSError:
+    call = _describe(name, args)
+    if messages:
+        call += " -- kernel: " + "; ".join(messages)
+    exc = OSError(err, os.strerror(err), call)
+    exc.operation = name  # type: ignore[attr-defined]
+    exc.arguments = tuple(args)  # type: ignore[attr-defined]
+    exc.kernel_messages = list(messages)  # type: ignore[attr-defined]
+    return exc
+
+
+def _check(result: int, name: str, args: Sequence[Any]) -> int:
+    if result < 0:
+        raise raise_errno(ctypes.get_errno(), name, args)
+    return result
+
+
+def syscall(name: str, *args: Any, describe: Sequence[Any] | None = None) -> int:
+    ctypes.set_errno(0)
+    result = int(_syscall(ctypes.c_long(NR[name]), *args))
+    return _check(result, name, describe if describe is not None else args)
+
+
+# --- the filesystem context -------------------------------------------------------------
+
+
+def fsopen(fstype: str, flags: int = C.FSOPEN_CLOEXEC) -> int:
+    return syscall("fsopen", _encode(fstype), ctypes.c_uint(flags), describe=(fstype, flags))
+
+
+def fspick(path: str | os.PathLike[str], flags: int = C.FSPICK_CLOEXEC,
+           dfd: int = C.AT_FDCWD) -> int:
+    return syscall("fspick", ctypes.c_int(dfd), _encode(path), ctypes.c_uint(flags),
+                   describe=(dfd, os.fspath(path), flags))
+
+
+def read_context_messages(fd: int) -> list[str]:
+    """Drain the messages the kernel queued on an fs-context fd ("e overlay: Bad value ...")."""
+    messages = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # ENODATA when the queue is empty; anything else ends it too
+            break
+        if not data:
+            break
+        messages.append(data.decode("utf-8", "replace").rstrip("\n"))
+    return messages
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | bytes | None = None,
+             aux: int = 0) -> None:
+    """fsconfig(2). For FSCONFIG_SET_FD pass the fd as ``aux``; for SET_PATH a path ``value``
+    and a dirfd ``aux``. On failure the context's messages are part of the OSError."""
+    ctypes.set_errno(0)
+    shown_value = value if cmd != C.FSCONFIG_SET_FD else None
+    result = int(_syscall(ctypes.c_long(NR["fsconfig"]), ctypes.c_int(fd), ctypes.c_uint(cmd),
+                          _encode(key), _encode(value), ctypes.c_int(aux)))
+    if result < 0:
+        err = ctypes.get_errno()
+        args = (fd, C.FSCONFIG_NAMES.get(cmd, cmd), key, shown_value, aux)
+        raise raise_errno(err, "fsconfig", args, read_context_messages(fd))
+
+
+def fsmount(fd: int, flags: int = C.FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int:
+    ctypes.set_errno(0)
+    result = int(_syscall(ctypes.c_long(NR["fsmount"]), ctypes.c_int(fd), ctypes.c_uint(flags),
+                          ctypes.c_uint(attr_flags)))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise raise_errno(err, "fsmount", (fd, flags, attr_flags), read_context_messages(fd))
+    return result
+
+
+def move_mount(from_dfd: int, from_path: str, to_dfd: int, to_path: str | os.PathLike[str],
+               flags: int) -> None:
+    syscall("move_mount", ctypes.c_int(from_dfd), _encode(from_path), ctypes.c_int(to_dfd),
+            _encode(to_path), ctypes.c_uint(flags),
+            describe=(from_dfd, from_path, to_dfd, os.fspath(to_path), flags))
+
+
+def open_tree(dfd: int, path: str | os.PathLike[str], flags: int) -> int:
+    return syscall("open_tree", ctypes.c_int(dfd), _encode(path), ctypes.c_uint(flags),
+                   describe=(dfd, os.fspath(path), flags))
+
+
+def mount_setattr(dfd: int, path: str | os.PathLike[str], flags: int, attr: MountAttrStruct
+                  ) -> None:
+    syscall("mount_setattr", ctypes.c_int(dfd), _encode(path), ctypes.c_uint(flags),
+            ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
+            describe=(dfd, os.fspath(path), flags,
+                      f"set={attr.attr_set:#x} clr={attr.attr_clr:#x}"))
+
+
+def open_tree_attr(dfd: int, path: str | os.PathLike[str], flags: int,
+                   attr: MountAttrStruct | None) -> int:
+    attr_ref = ctypes.byref(attr) if attr is not None else None
+    size = ctypes.sizeof(attr) if attr is not None else 0
+    return syscall("open_tree_attr", ctypes.c_int(dfd), _encode(path), ctypes.c_uint(flags),
+                   attr_ref, ctypes.c_size_t(size),
+                   describe=(dfd, os.fspath(path), flags,
+                             f"set={attr.attr_set:#x} clr={attr.attr_clr:#x}" if attr else None))
+
+
+def openat2(dfd: int, path: str | os.PathLike[str], how: OpenHow) -> int:
+    return syscall("openat2", ctypes.c_int(dfd), _encode(path), ctypes.byref(how),
+                   ctypes.c_size_t(ctypes.sizeof(how)),
+                   describe=(dfd, os.fspath(path), f"flags={how.flags:#x}",
+                             f"resolve={how.resolve:#x}"))
+
+
+def statmount(mnt_id: int, mask: int, size: int = 4096) -> bytes:
+    """statmount(2) into a buffer that grows until the answer fits (EOVERFLOW)."""
+    req = MntIdReq(size=C.MNT_ID_REQ_SIZE_VER0, spare=0, mnt_id=mnt_id, param=mask)
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        try:
+            syscall("statmount", ctypes.byref(req), buf, ctypes.c_size_t(size), ctypes.c_uint(0),
+                    describe=(mnt_id, f"mask={mask:#x}", size))
+        except OSError as exc:
+            if exc.errno == errno.EOVERFLOW and size < (1 << 24):
+                size *= 4
+                continue
+            raise
+        return buf.raw
+
+
+def listmount(mnt_id: int, last_id: int, count: int = 512, flags: int = 0) -> list[int]:
+    req = MntIdReq(size=C.MNT_ID_REQ_SIZE_VER0, spare=0, mnt_id=mnt_id, param=last_id)
+    ids = (ctypes.c_uint64 * count)()
+    n = syscall("listmount", ctypes.byref(req), ids, ctypes.c_size_t(count), ctypes.c_uint(flags),
+                describe=(mnt_id, last_id, count, flags))
+    return list(ids[:n])
+
+
+# --- the classic calls -----------------------------------------------------------------
+
+
+def mount(source: str | os.PathLike[str] | None, target: str | os.PathLike[str],
+          fstype: str | None, flags: int, data: str | bytes | None = None) -> None:
+    ctypes.set_errno(0)
+    args = (_encode(source), _encode(target), _encode(fstype), ctypes.c_ulong(flags),
+            _encode(data))
+    if _mount(*args) != 0:
+        shown = (None if source is None else os.fspath(source), os.fspath(target), fstype,
+                 f"{flags:#x}", data)
+        raise raise_errno(ctypes.get_errno(), "mount", shown)
+
+
+def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
+    ctypes.set_errno(0)
+    if _umount2(_encode(target), ctypes.c_int(flags)) != 0:
+        raise raise_errno(ctypes.get_errno(), "umount2", (os.fspath(target), flags))
+
+
+def unshare(flags: int) -> None:
+    ctypes.set_errno(0)
+    if _unshare(ctypes.c_int(flags)) != 0:
+        raise raise_errno(ctypes.get_errno(), "unshare", (f"{flags:#x}",))

@@ -1,0 +1,121 @@
+"""Mount attributes (read-only, nosuid, nodev, noexec, noatime, nosymfollow) and clones.
+
+Feature ``mount.attr``, preferred first:
+
+``mount-setattr``
+    mount_setattr(2), atomically over a whole tree with AT_RECURSIVE (5.12; NOSYMFOLLOW 5.14);
+``remount``
+    mount(2) with MS_BIND|MS_REMOUNT on each mount found in mountinfo (every kernel).
+
+Feature ``tree.attr`` (a detached clone of a tree, with attributes), preferred first:
+
+``open-tree-attr``
+    open_tree_attr(2): clone and set in one call (6.15);
+``open-tree-setattr``
+    open_tree(OPEN_TREE_CLONE), then mount_setattr on the clone (5.12).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from mountcompat import _constants as C
+from mountcompat import _syscalls as sys_
+from mountcompat.mounts import ATIME_MASK, DetachedMount, MountAttr, ms_flags
+from mountcompat.mounttable import find_mount, mounts_under, read_mountinfo
+from mountcompat.strategy import Strategy, feature
+
+
+def attr_struct(set_: MountAttr, clear: MountAttr) -> sys_.MountAttrStruct:
+    clr = int(clear)
+    if set_ & ATIME_MASK:
+        clr |= ATIME_MASK  # the kernel takes the atime field whole: clear it to set it
+    return sys_.MountAttrStruct(attr_set=int(set_), attr_clr=clr, propagation=0, userns_fd=0)
+
+
+def _mount_setattr(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool) -> None:
+    """mount_setattr(2) (5.12; MOUNT_ATTR_NOSYMFOLLOW from 5.14). Before 5.12: ENOSYS; a flag
+    the kernel does not know: EINVAL. Preferred: one call changes a whole tree atomically."""
+    flags = C.AT_RECURSIVE if recursive else 0
+    sys_.mount_setattr(C.AT_FDCWD, path, flags | C.AT_SYMLINK_NOFOLLOW, attr_struct(set_, clear))
+
+
+def _remount(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool) -> None:
+    """MS_BIND|MS_REMOUNT on each mount at and (recursively) below ``path``, read from
+    mountinfo: every kernel. Needed before 5.12 and, for nosymfollow, before 5.14 (mount(2)
+    has MS_NOSYMFOLLOW from 5.10). Not atomic: another mount can appear between the read and
+    the remounts, and a failure leaves the earlier ones changed."""
+    real = os.path.realpath(path)
+    entries = read_mountinfo()
+    if recursive:
+        targets = mounts_under(entries, real)
+    else:
+        top = find_mount(entries, real)
+        targets = [top] if top is not None else []
+    if not targets:
+        raise sys_.raise_errno(errno.EINVAL, "remount", (real, "not a mount point"))
+    for entry in targets:
+        wanted = (entry.attrs & ~clear) | set_
+        sys_.mount(None, entry.mountpoint, None, C.MS_BIND | C.MS_REMOUNT | ms_flags(wanted))
+
+
+MOUNT_ATTR = feature(
+    "mount.attr",
+    "change the attributes of a mount (or a tree of mounts)",
+    [
+        Strategy("mount-setattr", _mount_setattr,
+                 unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
+                 cache_on=frozenset({errno.ENOSYS})),
+        Strategy("remount", _remount),
+    ],
+)
+
+
+def set_mount_attrs(path: str | os.PathLike[str], set_: MountAttr = MountAttr.none(),
+                    clear: MountAttr = MountAttr.none(), recursive: bool = False,
+                    force: str | None = None) -> None:
+    MOUNT_ATTR(Path(path), set_, clear, recursive, force=force)
+
+
+def _open_tree_attr(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool
+                    ) -> DetachedMount:
+    """open_tree_attr(2) (6.15). Before: ENOSYS. Preferred: the clone never exists without
+    its attributes."""
+    flags = C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | (C.AT_RECURSIVE if recursive else 0)
+    return DetachedMount(sys_.open_tree_attr(C.AT_FDCWD, path, flags, attr_struct(set_, clear)))
+
+
+def _open_tree_then_setattr(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool
+                            ) -> DetachedMount:
+    """open_tree(OPEN_TREE_CLONE) and then mount_setattr(AT_EMPTY_PATH) on it (5.12). Needed
+    before 6.15. Before 5.12: ENOSYS from mount_setattr; before 5.2, from open_tree."""
+    flags = C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | (C.AT_RECURSIVE if recursive else 0)
+    clone = DetachedMount(sys_.open_tree(C.AT_FDCWD, path, flags))
+    try:
+        setattr_flags = C.AT_EMPTY_PATH | (C.AT_RECURSIVE if recursive else 0)
+        sys_.mount_setattr(clone.fileno(), "", setattr_flags, attr_struct(set_, clear))
+    except BaseException:
+        clone.close()
+        raise
+    return clone
+
+
+TREE_ATTR = feature(
+    "tree.attr",
+    "clone a tree of mounts, detached, with attributes",
+    [
+        Strategy("open-tree-attr", _open_tree_attr, unsupported=frozenset({errno.ENOSYS}),
+                 cache_on=frozenset({errno.ENOSYS})),
+        Strategy("open-tree-setattr", _open_tree_then_setattr,
+                 unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
+                 cache_on=frozenset({errno.ENOSYS})),
+    ],
+)
+
+
+def clone_tree(path: str | os.PathLike[str], set_: MountAttr = MountAttr.none(),
+               clear: MountAttr = MountAttr.none(), recursive: bool = True,
+               force: str | None = None) -> DetachedMount:
+    return TREE_ATTR(Path(path), set_, clear, recursive, force=force)

@@ -1,0 +1,115 @@
+"""The record of every choice between strategies, and the forcing of a strategy.
+
+Each attempt of a strategy leaves one :class:`ChoiceRecord` in :data:`LOG`: the matrix is
+built from these, so a strategy is recorded ``used`` only once the operation has really
+succeeded through it. Forcing comes from a caller (:func:`forced`) or from the environment
+variable ``MOUNTCOMPAT_FORCE=feature=strategy,feature=strategy``; the caller wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mountcompat.errors import UnknownStrategy, errno_name
+
+ENV_FORCE = "MOUNTCOMPAT_FORCE"
+ENV_LOG = "MOUNTCOMPAT_CHOICE_LOG"
+OUTCOMES = ("used", "unsupported", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class ChoiceRecord:
+    feature: str
+    strategy: str
+    outcome: str  # one of OUTCOMES; "skipped" = known unsupported from an earlier attempt
+    errno: int | None = None
+    errname: str | None = None
+    message: str = ""  # the kernel's message or the exception text
+    forced: bool = False
+    time: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ChoiceLog:
+    """An in-process, thread-safe list of records; optionally mirrored to a JSON-lines file."""
+
+    def __init__(self) -> None:
+        self._records: list[ChoiceRecord] = []
+        self._lock = threading.Lock()
+
+    def add(self, feature: str, strategy: str, outcome: str, *, err: int | None = None,
+            message: str = "", forced: bool = False) -> ChoiceRecord:
+        record = ChoiceRecord(feature, strategy, outcome, err, errno_name(err), message, forced,
+                              time.time())
+        with self._lock:
+            self._records.append(record)
+        path = os.environ.get(ENV_LOG)
+        if path:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record.to_json()) + "\n")
+        return record
+
+    def records(self, feature: str | None = None) -> list[ChoiceRecord]:
+        with self._lock:
+            return [r for r in self._records if feature is None or r.feature == feature]
+
+    def mark(self) -> int:
+        """A position to read from later: ``since(mark)`` gives the records added after it."""
+        with self._lock:
+            return len(self._records)
+
+    def since(self, mark: int) -> list[ChoiceRecord]:
+        with self._lock:
+            return list(self._records[mark:])
+
+    def reset(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+
+LOG = ChoiceLog()
+
+_forced: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "mountcompat_forced", default={}
+)
+
+
+def parse_force(text: str) -> dict[str, str]:
+    """``overlay.layers=lowerdir-string,mount.attr=remount`` -> a mapping."""
+    result = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        feature, sep, strategy = item.partition("=")
+        if not sep or not feature or not strategy:
+            raise UnknownStrategy(f"{ENV_FORCE}: {item!r} is not feature=strategy")
+        result[feature.strip()] = strategy.strip()
+    return result
+
+
+def forced_strategy(feature: str) -> str | None:
+    from_caller = _forced.get()
+    if feature in from_caller:
+        return from_caller[feature]
+    return parse_force(os.environ.get(ENV_FORCE, "")).get(feature)
+
+
+@contextlib.contextmanager
+def forced(choices: Mapping[str, str]) -> Iterator[None]:
+    """Within the block, the named features use only the named strategies."""
+    from mountcompat.strategy import validate_forcing
+
+    validate_forcing(choices)
+    token = _forced.set({**_forced.get(), **choices})
+    try:
+        yield
+    finally:
+        _forced.reset(token)

@@ -1,0 +1,64 @@
+"""Working with detached mounts (from fsmount or OPEN_TREE_CLONE) as sources.
+
+Feature ``mount.detached`` (clone a detached mount), preferred first:
+
+``direct``
+    open_tree(OPEN_TREE_CLONE) on the detached mount's fd itself (6.15);
+``tmpdir``
+    attach it to a private temporary directory, clone that path, then detach the temporary
+    mount again (every kernel with open_tree).
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import tempfile
+
+from mountcompat import _constants as C
+from mountcompat import _syscalls as sys_
+from mountcompat.mounts import DetachedMount
+from mountcompat.strategy import Strategy, feature
+
+
+def _clone_flags(recursive: bool) -> int:
+    return C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | (C.AT_RECURSIVE if recursive else 0)
+
+
+def _direct(source: DetachedMount, recursive: bool) -> DetachedMount:
+    """OPEN_TREE_CLONE of a detached mount (6.15, "mount: handle mount propagation for detached
+    mount trees" series). Before 6.15 the kernel refuses to copy a tree that is not in a mount
+    namespace: EINVAL."""
+    flags = _clone_flags(recursive) | C.AT_EMPTY_PATH
+    return DetachedMount(sys_.open_tree(source.fileno(), "", flags))
+
+
+def _tmpdir(source: DetachedMount, recursive: bool) -> DetachedMount:
+    """Attach ``source`` to a temporary directory, clone it from there, detach it again (5.2).
+    Needed before 6.15. The source's fd stays open and keeps its (now unmounted) tree alive
+    until closed; the clone does not depend on it."""
+    scratch = tempfile.mkdtemp(prefix="mountcompat-detached.")
+    try:
+        sys_.move_mount(source.fileno(), "", C.AT_FDCWD, scratch, C.MOVE_MOUNT_F_EMPTY_PATH)
+        try:
+            return DetachedMount(sys_.open_tree(C.AT_FDCWD, scratch, _clone_flags(recursive)))
+        finally:
+            sys_.umount2(scratch, C.MNT_DETACH)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+MOUNT_DETACHED = feature(
+    "mount.detached",
+    "clone a detached mount",
+    [
+        Strategy("direct", _direct, unsupported=frozenset({errno.EINVAL})),
+        Strategy("tmpdir", _tmpdir),
+    ],
+)
+
+
+def clone_detached(source: DetachedMount, recursive: bool = False,
+                   force: str | None = None) -> DetachedMount:
+    return MOUNT_DETACHED(source, recursive, force=force)
+

@@ -1,0 +1,62 @@
+"""The library's own errors. Plain failures of the kernel stay ``OSError``."""
+
+from __future__ import annotations
+
+import errno as errno_module
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class MountCompatError(Exception):
+    """Root of the errors mountcompat raises on purpose."""
+
+
+def errno_name(err: int | None) -> str | None:
+    return errno_module.errorcode.get(err) if err is not None else None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    strategy: str
+    errno: int | None
+    message: str
+
+    def __str__(self) -> str:
+        name = errno_name(self.errno) or "-"
+        return f"{self.strategy}: {name}: {self.message}"
+
+
+class StrategyUnsupported(MountCompatError):
+    """A forced strategy is not supported by the running kernel."""
+
+    def __init__(self, feature: str, strategy: str, err: int | None, message: str) -> None:
+        self.feature, self.strategy, self.errno, self.message = feature, strategy, err, message
+        super().__init__(
+            f"{feature}: strategy {strategy!r} was forced but the kernel does not support it "
+            f"({errno_name(err)}: {message})"
+        )
+
+
+class NoStrategyWorked(MountCompatError):
+    """Every strategy of a feature was tried and none is supported here."""
+
+    def __init__(self, feature: str, attempts: Sequence[Attempt]) -> None:
+        self.feature, self.attempts = feature, tuple(attempts)
+        tried = "; ".join(str(a) for a in attempts) or "no strategy could be tried"
+        super().__init__(f"{feature}: no strategy works on this kernel ({tried})")
+
+
+class UnknownStrategy(MountCompatError, ValueError):
+    """A feature or strategy name that the library does not know (in forcing, say)."""
+
+
+class OverlayOptionsTooLong(MountCompatError):
+    """The overlay options do not fit the one page the legacy mount path accepts."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        self.length, self.limit = length, limit
+        super().__init__(
+            f"overlay options are {length} bytes; mount(2) and the pre-6.5 legacy fs context "
+            f"accept at most {limit - 1}: use fewer or shorter layer paths, or a kernel with "
+            "lowerdir+ (6.7, 6.6.23)"
+        )

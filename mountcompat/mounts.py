@@ -1,0 +1,170 @@
+"""Mount objects that own their file descriptors, and mount attributes as a Flag."""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from mountcompat import _constants as C
+from mountcompat import _syscalls as sys_
+
+
+class MountAttr(enum.IntFlag):
+    """MOUNT_ATTR_* of mount_setattr(2) and fsmount(2). RELATIME is the absence of the others."""
+
+    RDONLY = 0x1
+    NOSUID = 0x2
+    NODEV = 0x4
+    NOEXEC = 0x8
+    NOATIME = 0x10
+    STRICTATIME = 0x20
+    NODIRATIME = 0x80
+    IDMAP = 0x100000
+    NOSYMFOLLOW = 0x200000
+
+    @classmethod
+    def none(cls) -> MountAttr:
+        return cls(0)
+
+
+ATIME_MASK = 0x70  # MOUNT_ATTR__ATIME: the atime bits are one field, set or cleared together
+
+# Per-mount option words of mountinfo and the attribute each stands for.
+OPTION_ATTRS = {
+    "ro": MountAttr.RDONLY,
+    "nosuid": MountAttr.NOSUID,
+    "nodev": MountAttr.NODEV,
+    "noexec": MountAttr.NOEXEC,
+    "noatime": MountAttr.NOATIME,
+    "nodiratime": MountAttr.NODIRATIME,
+    "nosymfollow": MountAttr.NOSYMFOLLOW,
+    "idmapped": MountAttr.IDMAP,
+}
+ATTR_MS_FLAGS = {
+    MountAttr.RDONLY: C.MS_RDONLY,
+    MountAttr.NOSUID: C.MS_NOSUID,
+    MountAttr.NODEV: C.MS_NODEV,
+    MountAttr.NOEXEC: C.MS_NOEXEC,
+    MountAttr.NOATIME: C.MS_NOATIME,
+    MountAttr.STRICTATIME: C.MS_STRICTATIME,
+    MountAttr.NODIRATIME: C.MS_NODIRATIME,
+    MountAttr.NOSYMFOLLOW: C.MS_NOSYMFOLLOW,
+}
+
+
+def attrs_from_options(options: list[str] | tuple[str, ...]) -> MountAttr:
+    attrs = MountAttr.none()
+    for word in options:
+        attrs |= OPTION_ATTRS.get(word, MountAttr.none())
+    return attrs
+
+
+def ms_flags(attrs: MountAttr) -> int:
+    flags = 0
+    for attr, flag in ATTR_MS_FLAGS.items():
+        if attrs & attr:
+            flags |= flag
+    return flags
+
+
+class FdOwner:
+    """Owns one file descriptor: ``fileno()``, ``close()``, and a context manager."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class DetachedMount(FdOwner):
+    """A mount not (yet) in the tree: from fsmount(2) or open_tree(OPEN_TREE_CLONE).
+
+    Closing the fd of a mount that was never attached unmounts it: the kernel does that.
+    """
+
+    def attach(self, target: str | os.PathLike[str]) -> AttachedMount:
+        sys_.move_mount(self.fileno(), "", C.AT_FDCWD, target, C.MOVE_MOUNT_F_EMPTY_PATH)
+        attached = AttachedMount(Path(target))
+        self.close()
+        return attached
+
+
+class AttachedMount:
+    """A mount at a path; ``close()`` unmounts it and then runs the cleanups it owns
+    (a loop device behind it, a temporary directory under it)."""
+
+    def __init__(self, path: Path, cleanups: list[Callable[[], None]] | None = None) -> None:
+        self.path = path
+        self._cleanups = list(cleanups or [])
+        self._mounted = True
+
+    def own(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def close(self) -> None:
+        if self._mounted:
+            self._mounted = False
+            unmount(self.path)
+        while self._cleanups:
+            self._cleanups.pop()()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"AttachedMount({str(self.path)!r})"
+
+
+def unmount(path: str | os.PathLike[str]) -> None:
+    """umount2 that waits out a short EBUSY (a closing fd), then detaches lazily."""
+    for delay in (0.0, 0.01, 0.05, 0.2):
+        if delay:
+            import time
+
+            time.sleep(delay)
+        try:
+            sys_.umount2(path, C.UMOUNT_NOFOLLOW)
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+    sys_.umount2(path, C.MNT_DETACH | C.UMOUNT_NOFOLLOW)
+
+
+def open_path(path: str | os.PathLike[str], directory: bool = True) -> int:
+    flags = os.O_PATH | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
+    return os.open(path, flags)
+
+
+def private_mount_namespace() -> None:
+    """Move this process into its own mount namespace where nothing propagates back."""
+    sys_.unshare(C.CLONE_NEWNS)
+    sys_.mount(None, "/", None, C.MS_REC | C.MS_PRIVATE)

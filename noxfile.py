@@ -1,0 +1,47 @@
+"""Sessions: `tests` (host), `matrix` (every kernel in kernels.yaml), `report`, `lint`, `bench`.
+
+Each session installs the project into its own virtualenv; the matrix guests run the suites
+with that same virtualenv, which they see through the host's read-only root.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+nox.options.default_venv_backend = "venv"
+
+
+def install(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The library's, the suites' and the harness's tests, on the host, as root."""
+    install(session)
+    session.run("python", "-m", "harness.hostprep", "--for", "tests")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """Boot every kernel of kernels.yaml (or `-- --kernel NAME`) and run the suites in each."""
+    install(session)
+    session.run("python", "-m", "harness", *session.posargs)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Rebuild results/matrix.json and results/report.html from result directories."""
+    install(session)
+    session.run("python", "-m", "harness.report", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    install(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "--strict", "mountcompat", "harness")
