@@ -80,8 +80,17 @@ def _encode(value: str | bytes | os.PathLike[str] | None) -> bytes | None:
     return os.fsencode(value)
 
 
+def _shown(arg: Any) -> str:
+    if not isinstance(arg, str | bytes):
+        return str(arg)
+    text = repr(arg)
+    if len(text) > 200:  # a 6 KiB lowerdir string says no more in full
+        text = f"{text[:120]}...{text[-60:]} ({len(arg)} bytes)"
+    return text
+
+
 def _describe(name: str, args: Sequence[Any]) -> str:
-    return f"{name}({', '.join(repr(a) if isinstance(a, str | bytes) else str(a) for a in args)})"
+    return f"{name}({', '.join(_shown(a) for a in args)})"
 
 
 def raise_errno(err: int, name: str, args: Sequence[Any], messages: Sequence[str] = ()

@@ -30,8 +30,10 @@ from mountcompat.strategy import Strategy, feature
 
 def attr_struct(set_: MountAttr, clear: MountAttr) -> sys_.MountAttrStruct:
     clr = int(clear)
-    if set_ & ATIME_MASK:
-        clr |= ATIME_MASK  # the kernel takes the atime field whole: clear it to set it
+    if (set_ | clear) & ATIME_MASK:
+        # The kernel takes the atime field whole: name it in attr_clr to change it, and the new
+        # value (RELATIME is 0) in attr_set.
+        clr |= ATIME_MASK
     return sys_.MountAttrStruct(attr_set=int(set_), attr_clr=clr, propagation=0, userns_fd=0)
 
 
@@ -58,7 +60,11 @@ def _remount(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool) -> 
         raise sys_.raise_errno(errno.EINVAL, "remount", (real, "not a mount point"))
     for entry in targets:
         wanted = (entry.attrs & ~clear) | set_
-        sys_.mount(None, entry.mountpoint, None, C.MS_BIND | C.MS_REMOUNT | ms_flags(wanted))
+        flags = C.MS_BIND | C.MS_REMOUNT | ms_flags(wanted)
+        if not wanted & ATIME_MASK:
+            # Without an atime flag a remount keeps the old atime mode: say relatime outright.
+            flags |= C.MS_RELATIME
+        sys_.mount(None, entry.mountpoint, None, flags)
 
 
 MOUNT_ATTR = feature(

@@ -50,13 +50,15 @@ class UnknownStrategy(MountCompatError, ValueError):
     """A feature or strategy name that the library does not know (in forcing, say)."""
 
 
-class OverlayOptionsTooLong(MountCompatError):
-    """The overlay options do not fit the one page the legacy mount path accepts."""
+class OverlayOptionsTooLong(StrategyUnsupported):
+    """The overlay options do not fit the one page that mount(2) and the pre-6.5 legacy
+    context accept: said before the kernel would cut them off."""
 
-    def __init__(self, length: int, limit: int) -> None:
+    def __init__(self, strategy: str, length: int, limit: int) -> None:
         self.length, self.limit = length, limit
         super().__init__(
+            "overlay.layers", strategy, errno_module.E2BIG,
             f"overlay options are {length} bytes; mount(2) and the pre-6.5 legacy fs context "
             f"accept at most {limit - 1}: use fewer or shorter layer paths, or a kernel with "
-            "lowerdir+ (6.7, 6.6.23)"
+            "lowerdir+ (6.7, 6.6.23)",
         )

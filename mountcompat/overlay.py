@@ -23,8 +23,10 @@ there (a known quirk), so tests check content, not the option string.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from mountcompat.errors import OverlayOptionsTooLong
 from mountcompat.fscontext import FsContext
 from mountcompat.mountapi import create_superblock
 from mountcompat.mounts import AttachedMount, MountAttr, ms_flags
-from mountcompat.strategy import Strategy, feature
+from mountcompat.strategy import Strategy, Unsupported, feature
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ def escape_layer(path: str | os.PathLike[str]) -> str:
 
 
 def escape_backslashes(path: str | os.PathLike[str]) -> str:
-    """``lowerdir+``, ``upperdir`` and ``workdir`` values are unescaped by the kernel
-    (ovl_mount_dir), one path each: only a backslash needs escaping there."""
+    """``upperdir`` and ``workdir`` strings are unescaped by the kernel (ovl_mount_dir), one
+    path each: only a backslash needs escaping there. ``lowerdir+`` and ``datadir+`` are
+    taken literally (seen on 6.18: an escaped backslash there gives ENOENT)."""
     return os.fspath(path).replace("\\", "\\\\")
 
 
@@ -78,6 +81,20 @@ def data_string(spec: OverlaySpec) -> str:
         words += [f"upperdir={escape_layer(spec.upper)}", f"workdir={escape_layer(spec.work)}"]
     words += [k if v is None else f"{k}={v}" for k, v in spec.options.items()]
     return ",".join(words)
+
+
+@contextlib.contextmanager
+def _data_only_refusal(spec: OverlaySpec) -> Iterator[None]:
+    """Before 6.5 overlayfs has no data-only layers and refuses ``::`` with EINVAL: for a
+    request that has them, that EINVAL means "not on this kernel"."""
+    try:
+        yield
+    except OSError as exc:
+        if spec.data and exc.errno == errno.EINVAL:
+            raise Unsupported(errno.EINVAL, "data-only layers (::) refused: "
+                              + "; ".join(getattr(exc, "kernel_messages", []) or [str(exc)])
+                              ) from exc
+        raise
 
 
 def _finish(ctx: FsContext, spec: OverlaySpec, target: Path, attrs: MountAttr) -> AttachedMount:
@@ -125,7 +142,7 @@ def _lowerdir_plus(spec: OverlaySpec, target: Path, attrs: MountAttr) -> Attache
     is its own parameter, so the 256-byte value and one-page limits apply per path only."""
     with FsContext.open("overlay") as ctx:
         for layer in spec.lower:
-            ctx.set_string("lowerdir+", escape_backslashes(layer))
+            ctx.set_string("lowerdir+", os.fspath(layer))
         for layer in spec.data:
             ctx.set_string("datadir+", os.fspath(layer))
         if spec.upper is not None and spec.work is not None:
@@ -139,7 +156,7 @@ def _lowerdir_string(spec: OverlaySpec, target: Path, attrs: MountAttr) -> Attac
     bytes of a value (EINVAL beyond); before 6.5 overlayfs sits on the legacy context, which
     rejects a value holding a comma ("Legacy: Option contained comma", EINVAL) and data-only
     layers. Needed on 5.2 to 6.6 kernels where lowerdir+ is unknown."""
-    with FsContext.open("overlay") as ctx:
+    with _data_only_refusal(spec), FsContext.open("overlay") as ctx:
         ctx.set_string("lowerdir", lowerdir_value(spec))
         if spec.upper is not None and spec.work is not None:
             ctx.set_string("upperdir", escape_layer(spec.upper))
@@ -153,8 +170,9 @@ def _mount2_data(spec: OverlaySpec, target: Path, attrs: MountAttr) -> AttachedM
     OverlayOptionsTooLong instead of reaching the kernel, which would cut them off."""
     data = data_string(spec)
     if len(data.encode()) >= C.PAGE_SIZE:
-        raise OverlayOptionsTooLong(len(data.encode()), C.PAGE_SIZE)
-    sys_.mount("overlay", target, "overlay", ms_flags(attrs), data)
+        raise OverlayOptionsTooLong("mount2-data", len(data.encode()), C.PAGE_SIZE)
+    with _data_only_refusal(spec):
+        sys_.mount("overlay", target, "overlay", ms_flags(attrs), data)
     return AttachedMount(target)
 
 

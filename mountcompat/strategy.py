@@ -92,6 +92,9 @@ class Feature(Generic[T]):
                  forced: bool) -> T:
         try:
             result = s.run(*args, **kwargs)
+        except StrategyUnsupported as exc:  # a limit the strategy itself knows (input too long)
+            self._unsupported(s, exc.errno, exc.message, forced, cache=False)
+            raise
         except Unsupported as exc:
             self._unsupported(s, exc.errno, exc.message, forced, cache=False)
             raise StrategyUnsupported(self.id, s.name, exc.errno, exc.message) from exc

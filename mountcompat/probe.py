@@ -1,0 +1,194 @@
+"""``python -m mountcompat probe``: which strategies of each feature work on this kernel.
+
+Each feature is exercised once per strategy, forced, on a scratch tmpfs in a private mount
+namespace of this process, and once unforced to see the library's own choice. The answer is
+what the kernel did, with the errno of every refusal; nothing is inferred from the version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mountcompat import attrs, detached, images, listing, loop, mountapi, overlay, resolve
+from mountcompat.choices import LOG
+from mountcompat.errors import MountCompatError, StrategyUnsupported, errno_name
+from mountcompat.fscontext import FsContext
+from mountcompat.mounts import MountAttr, private_mount_namespace, unmount
+from mountcompat.mounttable import find_mount, read_mountinfo
+from mountcompat.strategy import FEATURES
+
+Scenario = Callable[[Path, str | None], None]
+ENV_SCRATCH = "MOUNTCOMPAT_SCRATCH"
+
+
+def disk_scratch() -> str:
+    """A directory on a disk-backed or shared filesystem (not tmpfs), for image files."""
+    return os.environ.get(ENV_SCRATCH, "/var/tmp")
+
+
+@dataclass
+class StrategyProbe:
+    supported: bool | None  # None: could not be tried (a tool missing, say)
+    errno: int | None = None
+    errname: str | None = None
+    message: str = ""
+
+
+@dataclass
+class FeatureProbe:
+    summary: str
+    default: str | None
+    strategies: dict[str, StrategyProbe] = field(default_factory=dict)
+
+
+def _dirs(base: Path, *names: str) -> list[Path]:
+    made = []
+    for name in names:
+        (base / name).mkdir(parents=True, exist_ok=True)
+        made.append(base / name)
+    return made
+
+
+def _mount_api(base: Path, force: str | None) -> None:
+    (target,) = _dirs(base, "m")
+    with mountapi.mount_fs("tmpfs", "probe", target, {"size": "1m"}, force=force):
+        (target / "f").write_text("x")
+
+
+def _fs_create(base: Path, force: str | None) -> None:
+    with FsContext.open("tmpfs") as ctx:
+        mountapi.create_superblock(ctx, force=force)
+
+
+def _overlay(base: Path, force: str | None) -> None:
+    lower, upper, work, target = _dirs(base, "l", "u", "w", "m")
+    (lower / "f").write_text("x")
+    spec = overlay.OverlaySpec(lower=(lower,), upper=upper, work=work)
+    with overlay.mount_overlay(spec, target, force=force):
+        assert (target / "f").read_text() == "x"
+
+
+def _erofs(base: Path, force: str | None) -> None:
+    if shutil.which("mkfs.erofs") is None:
+        raise FileNotFoundError(errno.ENOENT, "mkfs.erofs not installed")
+    content, target = _dirs(base, "c", "m")
+    (content / "f").write_text("x")
+    # On a disk-backed (or shared) directory: erofs cannot use a file on tmpfs as its source.
+    with tempfile.TemporaryDirectory(prefix="mountcompat-probe.", dir=disk_scratch()) as d:
+        image = Path(d) / "i.erofs"
+        subprocess.run(["mkfs.erofs", "--quiet", str(image), str(content)], check=True)
+        with images.mount_erofs(image, target, force=force):
+            assert (target / "f").read_text() == "x"
+
+
+def _loop(base: Path, force: str | None) -> None:
+    backing = base / "backing"
+    backing.write_bytes(b"\0" * (1 << 20))
+    with loop.attach(backing, force=force) as device:
+        assert loop.sysfs_loop(device.number).get("backing_file") == str(backing)
+
+
+def _detached(base: Path, force: str | None) -> None:
+    with mountapi.open_fs("tmpfs", "probe") as source, \
+            detached.clone_detached(source, force=force):
+        pass
+
+
+def _mount_attr(base: Path, force: str | None) -> None:
+    (target,) = _dirs(base, "m")
+    with mountapi.mount_fs("tmpfs", "probe", target):
+        attrs.set_mount_attrs(target, MountAttr.RDONLY | MountAttr.NOSUID, force=force)
+        entry = find_mount(read_mountinfo(), str(target))
+        assert entry is not None and entry.readonly
+
+
+def _tree_attr(base: Path, force: str | None) -> None:
+    (target,) = _dirs(base, "m")
+    with mountapi.mount_fs("tmpfs", "probe", target), \
+            attrs.clone_tree(target, MountAttr.RDONLY, force=force):
+        pass
+
+
+def _mounts_list(base: Path, force: str | None) -> None:
+    entries = listing.list_mounts(force=force)
+    assert any(e.mountpoint == str(base) for e in entries)
+
+
+def _path_resolve(base: Path, force: str | None) -> None:
+    (base / "f").write_text("x")
+    os.symlink("/f", base / "link")
+    fd = resolve.open_in_root(base, "link", force=force)
+    os.close(fd)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "mount.api": _mount_api,
+    "fs.create": _fs_create,
+    "overlay.layers": _overlay,
+    "erofs.source": _erofs,
+    "loop.attach": _loop,
+    "mount.detached": _detached,
+    "mount.attr": _mount_attr,
+    "tree.attr": _tree_attr,
+    "mounts.list": _mounts_list,
+    "path.resolve": _path_resolve,
+}
+
+
+@contextlib.contextmanager
+def scratch_tmpfs() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="mountcompat-probe."))
+    try:
+        # mount(2) on purpose: the probe must not depend on what it probes.
+        from mountcompat import _syscalls as sys_
+
+        sys_.mount("probe", base, "tmpfs", 0, "size=64m")
+        try:
+            yield base
+        finally:
+            unmount(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _try(scenario: Scenario, force: str | None) -> StrategyProbe:
+    with scratch_tmpfs() as base:
+        try:
+            scenario(base, force)
+        except StrategyUnsupported as exc:
+            return StrategyProbe(False, exc.errno, errno_name(exc.errno), exc.message)
+        except (OSError, MountCompatError, AssertionError, subprocess.CalledProcessError) as exc:
+            err = getattr(exc, "errno", None)
+            return StrategyProbe(None, err, errno_name(err), f"{type(exc).__name__}: {exc}")
+    return StrategyProbe(True)
+
+
+def probe_feature(feature_id: str) -> FeatureProbe:
+    feature = FEATURES[feature_id]
+    scenario = SCENARIOS[feature_id]
+    strategies = {s.name: _try(scenario, s.name) for s in feature.strategies}
+    feature.reset()
+    mark = LOG.mark()
+    default_probe = _try(scenario, None)
+    used = [r.strategy for r in LOG.since(mark) if r.feature == feature_id and r.outcome == "used"]
+    default = used[0] if default_probe.supported and used else None
+    return FeatureProbe(feature.summary, default, strategies)
+
+
+def probe_all() -> dict[str, Any]:
+    if os.geteuid() != 0:
+        raise PermissionError(errno.EPERM, "the probe mounts: run it as root")
+    private_mount_namespace()
+    return {
+        "kernel": os.uname().release,
+        "features": {fid: asdict(probe_feature(fid)) for fid in SCENARIOS},
+    }

@@ -1,0 +1,103 @@
+"""Verdicts of the suites: per test, and per (feature, strategy) cell. Pure functions.
+
+A test names the cells it is evidence for (``@pytest.mark.strategy(feature, strategy)``). Its
+verdict for each cell is:
+
+``works``        it passed, and the choice log shows the strategy really ``used``;
+``unsupported``  the library raised StrategyUnsupported for that cell: the kernel refused with
+                 the errno the strategy documents for "not here";
+``broken``       anything else: a failure, an unexpected errno, a leak, a pass without the
+                 strategy ever being used;
+``not-run``      skipped for another reason (a tool missing), or deselected.
+
+A cell's outcome over all its tests: ``broken`` if any is broken; else ``works`` if any works
+(tests that found it unsupported for their input are listed as its limits); else
+``unsupported`` if any is; else ``not-run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+VERDICTS = ("works", "unsupported", "broken", "not-run")
+
+
+@dataclass
+class TestEvidence:
+    nodeid: str
+    feature: str
+    strategy: str
+    verdict: str
+    errno: int | None = None
+    errname: str | None = None
+    message: str = ""
+    backing: str | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    duration: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Cell:
+    feature: str
+    strategy: str
+    outcome: str
+    tests: list[dict[str, Any]]
+    limits: list[str] = field(default_factory=list)
+    backings: list[str] = field(default_factory=list)
+    errno: int | None = None
+    errname: str | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _first(evidence: list[TestEvidence], verdict: str) -> TestEvidence | None:
+    return next((e for e in evidence if e.verdict == verdict), None)
+
+
+def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> Cell:
+    verdicts = {e.verdict for e in evidence}
+    for outcome in ("broken", "works", "unsupported", "not-run"):
+        if outcome in verdicts:
+            break
+    else:
+        outcome = "not-run"
+    telling = _first(evidence, outcome if outcome != "works" else "unsupported")
+    limits = [f"{e.nodeid}: {e.errname}" for e in evidence if e.verdict == "unsupported"] \
+        if outcome == "works" else []
+    return Cell(
+        feature=feature,
+        strategy=strategy,
+        outcome=outcome,
+        tests=[{"nodeid": e.nodeid, "verdict": e.verdict, "errname": e.errname,
+                "message": e.message[:2000], "backing": e.backing} for e in evidence],
+        limits=limits,
+        backings=sorted({e.backing for e in evidence if e.backing}),
+        errno=telling.errno if telling and outcome != "works" else None,
+        errname=telling.errname if telling and outcome != "works" else None,
+        message=telling.message[:2000] if telling and outcome != "works" else "",
+    )
+
+
+def aggregate(evidence: Iterable[TestEvidence],
+              known_cells: Iterable[tuple[str, str]] = ()) -> list[Cell]:
+    """Cells for every (feature, strategy) with evidence, plus ``known_cells`` as not-run."""
+    by_cell: dict[tuple[str, str], list[TestEvidence]] = {c: [] for c in known_cells}
+    for e in evidence:
+        by_cell.setdefault((e.feature, e.strategy), []).append(e)
+    return [cell_outcome(f, s, ev) for (f, s), ev in sorted(by_cell.items())]
+
+
+def defaults_from(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Per feature, the strategy the library used on its own (unforced) first."""
+    chosen: dict[str, str] = {}
+    for r in records:
+        if r.get("outcome") == "used" and not r.get("forced"):
+            chosen.setdefault(str(r["feature"]), str(r["strategy"]))
+    return chosen

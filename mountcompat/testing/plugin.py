@@ -1,0 +1,209 @@
+"""The suites' pytest plugin: private mount namespace, leak checks, verdicts, results file.
+
+Options:
+  --mountcompat-results=FILE   write every test's verdicts and the cells as JSON
+  --mountcompat-scratch=DIR    a disk-backed or shared directory for the "disk" backing
+  --mountcompat-no-namespace   do not enter a private mount namespace (not for mounting tests)
+
+Markers:
+  @pytest.mark.strategy(feature, strategy)  the test is evidence for that cell; the library's
+                                            StrategyUnsupported for it means "unsupported"
+  @pytest.mark.default_choice(feature)      the test checks the library's unforced choice
+  @pytest.mark.no_leak_check                (for tests of the leak checker itself)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mountcompat.choices import LOG
+from mountcompat.errors import StrategyUnsupported
+from mountcompat.mounts import private_mount_namespace
+from mountcompat.testing.leaks import Snapshot, leaks_since
+from mountcompat.testing.outcomes import TestEvidence, aggregate, defaults_from
+from mountcompat.testing.slowness import timeout_factor
+
+PROPERTY = "mountcompat"
+BASE_TIMEOUT = 120.0
+records_mark = pytest.StashKey[int]()
+owned_dirs = pytest.StashKey[list[str]]()
+backing_kind = pytest.StashKey[str]()
+collector_key = pytest.StashKey["Collector"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mountcompat")
+    group.addoption("--mountcompat-results", metavar="FILE", help="write verdicts as JSON")
+    group.addoption("--mountcompat-scratch", metavar="DIR", default="/var/tmp",
+                    help="disk-backed or shared directory for the 'disk' backing "
+                         "(default: %(default)s)")
+    group.addoption("--mountcompat-no-namespace", action="store_true",
+                    help="stay in the caller's mount namespace")
+
+
+class Collector:
+    """Gathers evidence from test reports (in the xdist controller, or the only process)."""
+
+    def __init__(self) -> None:
+        self.evidence: dict[tuple[str, str, str], TestEvidence] = {}
+        self.records: list[dict[str, Any]] = []
+        self.known_cells: set[tuple[str, str]] = set()
+
+    def add(self, items: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
+        for item in items:
+            ev = TestEvidence(**item)
+            key = (ev.nodeid, ev.feature, ev.strategy)
+            earlier = self.evidence.get(key)
+            # A teardown failure (a leak) turns an earlier verdict into "broken".
+            if earlier is None or ev.verdict == "broken":
+                self.evidence[key] = ev
+        self.records.extend(records)
+
+    def write(self, path: Path, exit_status: int) -> None:
+        cells = aggregate(self.evidence.values(), self.known_cells)
+        data = {
+            "schema": 1,
+            "kernel": platform.release(),
+            "exit_status": exit_status,
+            "tests": [e.to_json() for e in self.evidence.values()],
+            "cells": [c.to_json() for c in cells],
+            "defaults": defaults_from(r for r in self.records if r.get("default_test")),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "strategy(feature, strategy): evidence for that cell")
+    config.addinivalue_line("markers", "default_choice(feature): checks the unforced choice")
+    config.addinivalue_line("markers", "no_leak_check: skip the mount/loop/fd leak check")
+    if os.geteuid() == 0 and not config.getoption("--mountcompat-no-namespace"):
+        private_mount_namespace()
+    if getattr(config.option, "timeout", None) is None:
+        config.option.timeout = BASE_TIMEOUT * timeout_factor()
+    config.stash[collector_key] = Collector()
+    _active.append(config.stash[collector_key])
+
+
+def _cells(item: pytest.Item) -> list[tuple[str, str]]:
+    return [(m.args[0], m.args[1]) for m in item.iter_markers("strategy")]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    collector = config.stash[collector_key]
+    for item in items:
+        collector.known_cells.update(_cells(item))
+
+
+@pytest.fixture(autouse=True)
+def _mountcompat_guard(request: pytest.FixtureRequest) -> Generator[None, None, None]:
+    """Fails the test if it leaves a mount, a loop device (of its own files) or an fd."""
+    item = request.node
+    item.stash[owned_dirs] = []
+    if item.get_closest_marker("no_leak_check"):
+        yield
+        return
+    before = Snapshot.take()
+    yield
+    problems = leaks_since(before, item.stash[owned_dirs])
+    if problems:
+        pytest.fail("leaked:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[records_mark] = LOG.mark()
+
+
+def _verdict(report: pytest.TestReport, excinfo: pytest.ExceptionInfo[BaseException] | None,
+             cell: tuple[str, str], used: bool) -> tuple[str, int | None, str | None, str]:
+    exc = excinfo.value if excinfo is not None else None
+    if isinstance(exc, StrategyUnsupported) and (exc.feature, exc.strategy) == cell:
+        from mountcompat.errors import errno_name
+
+        return "unsupported", exc.errno, errno_name(exc.errno), exc.message
+    if report.skipped:
+        return "not-run", None, None, str(report.longrepr)[-500:]
+    if report.failed:
+        err = getattr(exc, "errno", None)
+        from mountcompat.errors import errno_name
+
+        return "broken", err, errno_name(err), str(report.longrepr)[-2000:]
+    if report.when == "call" and not used:
+        return "broken", None, None, "passed, but the choice log never shows this strategy run"
+    return "works", None, None, ""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    cells = _cells(item)
+    if report.when == "setup" and report.passed:
+        return
+    if report.when == "teardown" and report.passed:
+        return
+    records = [r.to_json() for r in LOG.since(item.stash.get(records_mark, 0))]
+    if item.get_closest_marker("default_choice"):
+        for r in records:
+            r["default_test"] = True
+    # The strategy ran: it succeeded, or failed in a way the test expected and checked.
+    used = {(r["feature"], r["strategy"]) for r in records if r["outcome"] in ("used", "failed")}
+    items = []
+    for cell in cells:
+        verdict, err, errname, message = _verdict(report, call.excinfo, cell, cell in used)
+        if verdict == "unsupported" and report.when == "call":
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), item.location[1] or 0,
+                               f"unsupported: {cell[0]}={cell[1]}: {errname}: {message}")
+        elif verdict == "broken" and report.passed:
+            report.outcome = "failed"
+            report.longrepr = f"{cell[0]}={cell[1]}: {message}"
+        items.append(TestEvidence(
+            nodeid=item.nodeid, feature=cell[0], strategy=cell[1], verdict=verdict, errno=err,
+            errname=errname, message=message, backing=item.stash.get(backing_kind, None),
+            records=[r for r in records if r["feature"] == cell[0]], duration=report.duration,
+        ).to_json())
+    report.user_properties.append((PROPERTY, json.dumps({"items": items, "records": records})))
+
+
+_active: list[Collector] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # Runs in the xdist controller too, with reports (and their properties) from the workers.
+    for name, value in report.user_properties:
+        if name == PROPERTY and _active:
+            data = json.loads(str(value))
+            _active[-1].add(data["items"], data["records"])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return
+    path = config.getoption("--mountcompat-results")
+    collector = config.stash[collector_key]
+    if path:
+        collector.write(Path(path), int(exitstatus))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    collector = config.stash.get(collector_key, None)
+    if collector is not None and collector in _active:
+        _active.remove(collector)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f"mountcompat: kernel {platform.release()}, timeout factor {timeout_factor():g}, "
+            f"private mount namespace: {os.geteuid() == 0}")

@@ -1,0 +1,68 @@
+"""mount.detached: clones of mounts that are in no mount namespace; open_tree clones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import Contract, assert_default_choice, mounted_at, not_mounted
+
+from mountcompat import clone_detached, mount_fs, open_fs
+from mountcompat import _constants as C
+from mountcompat import _syscalls as sys_
+from mountcompat.choices import LOG
+from mountcompat.mounts import DetachedMount
+
+
+def detached_tmpfs_with_file() -> DetachedMount:
+    source = open_fs("tmpfs", "mc-detached", {"size": "1m"})
+    # Write into the detached mount through its fd: it is reachable by fd only.
+    fd = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=source.fileno())
+    os.write(fd, b"inside the detached mount")
+    os.close(fd)
+    return source
+
+
+class DetachedContract(Contract):
+    feature = "mount.detached"
+
+    def test_clone_of_a_detached_mount_has_its_content(self, workdir: Path) -> None:
+        with detached_tmpfs_with_file() as source:
+            clone = clone_detached(source, force=self.strategy)
+        with clone:
+            attached = clone.attach(workdir)
+        with attached:
+            entry = mounted_at(workdir)
+            assert (entry.fstype, entry.source) == ("tmpfs", "mc-detached")
+            assert (workdir / "f").read_text() == "inside the detached mount"
+        assert not_mounted(workdir)
+
+
+class TestDirect(DetachedContract):
+    strategy = "direct"
+
+
+class TestTmpdir(DetachedContract):
+    strategy = "tmpdir"
+
+
+@pytest.mark.default_choice("mount.detached")
+def test_detached_default(workdir: Path) -> None:
+    since = LOG.mark()
+    with detached_tmpfs_with_file() as source, clone_detached(source) as clone:
+        clone.attach(workdir).close()
+    assert_default_choice("mount.detached", since)
+
+
+def test_open_tree_clone_of_an_attached_mount(workdir: Path) -> None:
+    """The plain case every kernel with open_tree has: a bind mount made from an fd."""
+    source, target = workdir / "s", workdir / "t"
+    source.mkdir()
+    target.mkdir()
+    with mount_fs("tmpfs", "mc-src", source):
+        (source / "f").write_text("bound")
+        fd = sys_.open_tree(C.AT_FDCWD, source, C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC)
+        with DetachedMount(fd) as clone, clone.attach(target):
+            assert (target / "f").read_text() == "bound"
+            assert mounted_at(target).source == "mc-src"

@@ -1,0 +1,111 @@
+"""mount.api and fs.create: a filesystem really mounted, seen in the table, used, unmounted."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from helpers import Contract, assert_default_choice, expect_errno, mounted_at, not_mounted
+
+from mountcompat import MountAttr, mount_fs
+from mountcompat.choices import LOG
+from mountcompat.fscontext import FsContext
+from mountcompat.mountapi import create_superblock
+
+
+class MountApiContract(Contract):
+    feature = "mount.api"
+
+    def test_tmpfs_is_mounted_listed_and_usable(self, workdir: Path) -> None:
+        target = workdir / "m"
+        target.mkdir()
+        with mount_fs("tmpfs", "mc-api", target, {"size": "4m", "mode": "0750"},
+                      force=self.strategy):
+            entry = mounted_at(target)
+            assert (entry.fstype, entry.source) == ("tmpfs", "mc-api")
+            assert "size=4096k" in entry.super_options
+            assert "mode=750" in entry.super_options
+            (target / "f").write_text("through the mount")
+            assert (target / "f").read_text() == "through the mount"
+        assert not_mounted(target)
+        assert not (target / "f").exists()
+
+    def test_read_only_and_nosuid_attributes(self, workdir: Path) -> None:
+        target = workdir / "m"
+        target.mkdir()
+        with mount_fs("tmpfs", "mc-api", target, {}, MountAttr.RDONLY | MountAttr.NOSUID,
+                      force=self.strategy):
+            entry = mounted_at(target)
+            assert entry.readonly and "nosuid" in entry.options
+            with pytest.raises(OSError) as caught:
+                (target / "f").write_text("x")
+            expect_errno(caught.value, errno.EROFS)
+
+
+class TestFsmount(MountApiContract):
+    strategy = "fsmount"
+
+
+class TestMount2(MountApiContract):
+    strategy = "mount2"
+
+
+@pytest.mark.default_choice("mount.api")
+def test_default_choice_is_the_first_that_works(workdir: Path) -> None:
+    since = LOG.mark()
+    with mount_fs("tmpfs", "mc-default", workdir):
+        assert mounted_at(workdir).source == "mc-default"
+    assert assert_default_choice("mount.api", since) in ("fsmount", "mount2")
+
+
+def test_fsconfig_error_carries_the_kernel_message(workdir: Path) -> None:
+    """Quirk: the fs-context fd holds the kernel's own explanation of a refusal."""
+    with pytest.raises(OSError) as caught:
+        mount_fs("tmpfs", "mc", workdir, {"no-such-option": "1"}, force="fsmount")
+    expect_errno(caught.value, errno.EINVAL)
+    messages = getattr(caught.value, "kernel_messages", [])
+    assert any("no-such-option" in m for m in messages), messages
+
+
+def test_context_stays_usable_after_a_failed_parameter(workdir: Path) -> None:
+    """Quirk: after a refused fsconfig the context still works, so parameters can be probed."""
+    with FsContext.open("tmpfs") as ctx:
+        with pytest.raises(OSError):
+            ctx.set_string("no-such-option", "1")
+        ctx.set_string("size", "1m")
+        ctx.create()
+        with ctx.mount() as detached:
+            detached.attach(workdir).close()
+
+
+class FsCreateContract(Contract):
+    feature = "fs.create"
+
+    def test_new_superblock_mounts(self, workdir: Path) -> None:
+        with FsContext.open("tmpfs") as ctx:
+            ctx.set_string("size", "2m")
+            create_superblock(ctx, force=self.strategy)
+            with ctx.mount() as detached:
+                mounted = detached.attach(workdir)
+        with mounted:
+            assert "size=2048k" in mounted_at(workdir).super_options
+            (workdir / "f").write_text("x")
+            assert os.stat(workdir / "f").st_dev == os.stat(workdir).st_dev
+
+
+class TestCreateExcl(FsCreateContract):
+    strategy = "create-excl"
+
+
+class TestCreate(FsCreateContract):
+    strategy = "create"
+
+
+@pytest.mark.default_choice("fs.create")
+def test_fs_create_default(workdir: Path) -> None:
+    since = LOG.mark()
+    with FsContext.open("tmpfs") as ctx:
+        create_superblock(ctx)
+    assert assert_default_choice("fs.create", since) in ("create-excl", "create")
