@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODULES = ("loop", "overlay", "erofs", "squashfs")
+from harness.vng import SCRATCH_DISK_BYTES
+
+MODULES = ("loop", "overlay", "erofs", "squashfs", "virtio_blk", "ext4")
+SCRATCH_MOUNT = Path("/run/mountcompat-disk")
 
 
 def say(message: str) -> None:
@@ -41,13 +44,44 @@ def load_modules(results: Path) -> dict[str, Any]:
     return outcome
 
 
-def run_suites(results: Path, repo: Path, pytest_args: list[str]) -> int:
+def find_scratch_disk() -> Path | None:
+    """The host's scratch disk, known by the size the harness gave it."""
+    for _ in range(50):  # the device can appear a moment after the module loads
+        for block in sorted(Path("/sys/block").glob("[sv]d*")):
+            try:
+                sectors = int((block / "size").read_text())
+            except (OSError, ValueError):
+                continue
+            if sectors * 512 == SCRATCH_DISK_BYTES:
+                return Path("/dev") / block.name
+        time.sleep(0.1)
+    return None
+
+
+def prepare_scratch(results: Path) -> dict[str, Any]:
+    """ext4 on the scratch disk, for the "disk" backing; the shared results directory
+    (virtiofs) if there is no disk. Which one is recorded."""
+    fallback = results / "scratch"
+    device = find_scratch_disk()
+    if device is None:
+        return {"path": str(fallback), "fstype": "virtiofs", "why": "no scratch disk found"}
+    mkfs = run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1",
+                str(device)])
+    SCRATCH_MOUNT.mkdir(parents=True, exist_ok=True)
+    mounted = run(["mount", "-t", "ext4", str(device), str(SCRATCH_MOUNT)])
+    if mkfs.returncode or mounted.returncode:
+        why = (mkfs.stderr + mounted.stderr).strip()
+        return {"path": str(fallback), "fstype": "virtiofs", "why": why}
+    return {"path": str(SCRATCH_MOUNT), "fstype": "ext4", "device": str(device)}
+
+
+def run_suites(results: Path, repo: Path, scratch: str, pytest_args: list[str]) -> int:
     cmd = [
         sys.executable, "-m", "pytest", str(repo / "suites"),
         "-p", "no:cacheprovider",
         f"--junitxml={results / 'junit.xml'}",
         f"--mountcompat-results={results / 'outcomes.json'}",
-        f"--mountcompat-scratch={results / 'scratch'}",
+        f"--mountcompat-scratch={scratch}",
         *pytest_args,
     ]
     with (results / "pytest.log").open("w") as log:
@@ -75,11 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     write(results, "uname.txt", os.uname().release + "\n")
     write(results, "proc-version.txt", Path("/proc/version").read_text())
     modules = load_modules(results)
+    scratch = prepare_scratch(results)
+    say(f"scratch for the disk backing: {scratch['fstype']} at {scratch['path']}")
     say("running the suites")
     suites_started = time.time()
-    pytest_status = run_suites(results, args.repo, args.pytest_args)
+    pytest_status = run_suites(results, args.repo, scratch["path"], args.pytest_args)
     suites_seconds = time.time() - suites_started
-    probe = run([sys.executable, "-m", "mountcompat", "probe", "--json"], cwd=args.repo)
+    probe = run([sys.executable, "-m", "mountcompat", "probe", "--json",
+                 "--scratch", scratch["path"]], cwd=args.repo)
     write(results, "probe.json", probe.stdout or "{}")
     write(results, "probe.stderr", probe.stderr)
     write(results, "dmesg.txt", run(["dmesg"]).stdout)
@@ -88,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "pytest_exit": pytest_status,
         "probe_exit": probe.returncode,
         "modules": modules,
+        "scratch": scratch,
         "suites_seconds": suites_seconds,
         "guest_seconds": time.time() - started,
     }

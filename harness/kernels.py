@@ -55,11 +55,15 @@ def default_cache() -> Path:
 
 
 def _skip_outside_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    # Kernel packages carry absolute symlinks such as lib/modules/<rel>/build pointing into
-    # /usr/src; they are of no use to a guest and the "data" filter rightly refuses them.
-    if member.issym() and (member.linkname.startswith("/") or ".." in Path(member.linkname).parts):
+    # Kernel packages carry symlinks such as lib/modules/<rel>/build pointing into /usr/src,
+    # outside the tree; they are of no use to a guest and the "data" filter rightly refuses
+    # them. Links that stay inside the tree are kept.
+    if member.issym() and member.linkname.startswith("/"):
         return None
-    return tarfile.data_filter(member, dest)
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.LinkOutsideDestinationError:
+        return None
 
 
 def extract_deb(deb: Path, dest: Path) -> dict[str, str]:

@@ -29,7 +29,14 @@ from harness.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools
 from harness.runner import RunOutcome, run_guest, write_json
 from harness.ui import MatrixUI
 from harness.virtiofsd import Virtiofsd, ensure_virtiofsd
-from harness.vng import GuestPlan, build_vng_command, reproduce_script, vng_environment, vng_executable
+from harness.vng import (
+    SCRATCH_DISK_BYTES,
+    GuestPlan,
+    build_vng_command,
+    reproduce_script,
+    vng_environment,
+    vng_executable,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,13 +137,17 @@ class MatrixRun:
         write_json(self.kernel_dir(spec) / "kernel.json", rec)
         return rec
 
-    def plan(self, spec: KernelSpec, tree: KernelTree, facts: HostFacts) -> GuestPlan:
+    def plan(self, spec: KernelSpec, tree: KernelTree, facts: HostFacts,
+             scratch_disk: Path | None = None) -> GuestPlan:
         results = self.kernel_dir(spec)
         guest = (sys.executable, "-m", "harness.guest", "--results", str(results),
                  "--repo", str(self.options.repo), "--", *self.options.pytest_args)
+        # The suites read the accelerator from the command line to scale their timeouts.
+        append = " ".join(filter(None, [spec.append, f"mountcompat.accel={facts.accel.accel}"]))
         return GuestPlan(name=spec.name, vmlinuz=tree.vmlinuz, results=results,
                          guest_command=guest, accel=facts.accel.accel, cpus=spec.cpus,
-                         memory=spec.memory, append=spec.append, cwd=self.options.repo)
+                         memory=spec.memory, append=append, cwd=self.options.repo,
+                         scratch_disk=scratch_disk)
 
     def fetch_all(self) -> dict[str, KernelTree]:
         """Fetch every kernel before booting any, so a network problem shows at once."""
@@ -164,8 +175,13 @@ class MatrixRun:
 
     def boot(self, spec: KernelSpec, tree: KernelTree, facts: HostFacts) -> None:
         name, results = spec.name, self.kernel_dir(spec)
-        command = build_vng_command(self.plan(spec, tree, facts), vng=vng_executable())
         with tempfile.TemporaryDirectory(prefix=f"mountcompat-{name}.") as tmp:
+            # A sparse raw disk, formatted ext4 by the guest: the suites' disk-backed case.
+            disk = Path(tmp) / "scratch.img"
+            with disk.open("wb") as f:
+                f.truncate(SCRATCH_DISK_BYTES)
+            plan = self.plan(spec, tree, facts, scratch_disk=disk)
+            command = build_vng_command(plan, vng=vng_executable())
             env = vng_environment(facts.virtiofsd.bin_dir, Path(tmp))
             (results / "reproduce.sh").write_text(reproduce_script(command, env))
             (results / "reproduce.sh").chmod(0o755)

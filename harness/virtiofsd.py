@@ -77,7 +77,7 @@ def _apt_offers(package: str) -> bool:
 
 WRAPPER = """#!/bin/sh
 # virtiofsd from Debian {suite} ({version}), run by its own libc's loader: see harness/virtiofsd.py
-exec "{root}/usr/lib64/ld-linux-x86-64.so.2" --library-path "{root}/usr/lib/x86_64-linux-gnu" \\
+exec "{root}/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "{root}/usr/lib/x86_64-linux-gnu" \\
     "{root}/usr/libexec/virtiofsd" "$@"
 """
 
@@ -107,6 +107,7 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
         (tmp / "bin" / "virtiofsd").write_text(text)
         (tmp / "bin" / "virtiofsd").chmod(0o755)
         shutil.rmtree(final, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+# The guest tells the scratch disk from any other by this exact size.
+SCRATCH_DISK_BYTES = (2 << 30) + (7 << 20)
+
+
 @dataclass(frozen=True)
 class GuestPlan:
     """What to boot and run: everything that decides the vng command line."""
@@ -27,6 +31,7 @@ class GuestPlan:
     memory: str = "2G"
     append: str = ""
     cwd: Path | None = None
+    scratch_disk: Path | None = None  # a raw image the guest formats for its "disk" backing
 
 
 def vng_executable() -> str:
@@ -51,6 +56,8 @@ def build_vng_command(plan: GuestPlan, vng: str = "vng") -> list[str]:
         command += ["--cwd", str(plan.cwd)]
     if plan.append:
         command += ["--append", plan.append]
+    if plan.scratch_disk is not None:
+        command += ["--disk", str(plan.scratch_disk)]
     command += ["--exec", shlex.join(plan.guest_command)]
     return command
 

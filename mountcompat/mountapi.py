@@ -30,24 +30,27 @@ Options = Mapping[str, str | None]
 @functools.cache
 def _create_excl_known() -> bool:
     """Whether the kernel knows FSCONFIG_CMD_CREATE_EXCL, tried once on a throwaway tmpfs
-    context: tmpfs never fails a create for any other reason, so EINVAL can only mean an
-    unknown command (before 6.6)."""
+    context: tmpfs never fails a create for any other reason, so an error can only mean an
+    unknown command (before 6.6: EOPNOTSUPP, seen on 5.10)."""
     try:
         with FsContext.open("tmpfs") as ctx:
             ctx.create_exclusive()
     except OSError as exc:
-        if exc.errno in (errno.EINVAL, errno.ENOSYS):
+        if exc.errno in UNKNOWN_COMMAND:
             return False
         raise
     return True
 
 
+UNKNOWN_COMMAND = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
+
+
 def _create_excl(ctx: FsContext) -> None:
-    """FSCONFIG_CMD_CREATE_EXCL (6.6). Missing before: EINVAL for the unknown command, told
-    apart from a filesystem's own EINVAL by a probe on tmpfs. Preferred because CMD_CREATE can
+    """FSCONFIG_CMD_CREATE_EXCL (6.6). Missing before: EOPNOTSUPP for the unknown command,
+    told apart from a filesystem's own refusal by a probe on tmpfs. Preferred because CMD_CREATE can
     hand back an existing superblock with the new parameters silently ignored."""
     if not _create_excl_known():
-        raise Unsupported(errno.EINVAL, "FSCONFIG_CMD_CREATE_EXCL unknown (probed on tmpfs)")
+        raise Unsupported(errno.EOPNOTSUPP, "FSCONFIG_CMD_CREATE_EXCL unknown (probed on tmpfs)")
     ctx.create_exclusive()
 
 

@@ -122,16 +122,17 @@ def _with_fds(spec: OverlaySpec, target: Path, attrs: MountAttr, mode: int) -> A
 
 
 def _fd_opath(spec: OverlaySpec, target: Path, attrs: MountAttr) -> AttachedMount:
-    """Layers as O_PATH fds (6.15; stable backports to 6.13.y/6.14.y). Before 6.13 overlayfs
-    has no fd parameters: EINVAL, "Bad value for lowerdir+"; 6.13 and 6.14 take only real
-    opened files: EBADF. Preferred: no path is parsed, so no escaping, no length limit, and
+    """Layers as O_PATH fds (6.15; stable backports to 6.13.y/6.14.y). Before 6.5 the legacy
+    context refuses any fd parameter: EOPNOTSUPP (seen on 5.10); 6.5 to 6.12 have no fd
+    layers: EINVAL, "Bad value for lowerdir+"; 6.13 and 6.14 take only real opened files:
+    EBADF. Preferred: no path is parsed, so no escaping, no length limit, and
     the layer cannot be swapped between check and use."""
     return _with_fds(spec, target, attrs, os.O_PATH)
 
 
 def _fd_reopen(spec: OverlaySpec, target: Path, attrs: MountAttr) -> AttachedMount:
     """Layers as fds opened O_RDONLY (6.13, 6.14, where O_PATH fds give EBADF). Before 6.13:
-    EINVAL, as for fd-opath."""
+    EINVAL, or EOPNOTSUPP before 6.5, as for fd-opath."""
     return _with_fds(spec, target, attrs, os.O_RDONLY)
 
 
@@ -182,9 +183,11 @@ OVERLAY_LAYERS = feature(
     "pass overlayfs its layers",
     [
         Strategy("fd-opath", _fd_opath,
-                 unsupported=frozenset({errno.EINVAL, errno.EBADF, errno.ENOSYS}),
+                 unsupported=frozenset({errno.EINVAL, errno.EBADF, errno.EOPNOTSUPP,
+                                        errno.ENOSYS}),
                  cache_on=_NO_FSOPEN),
-        Strategy("fd-reopen", _fd_reopen, unsupported=frozenset({errno.EINVAL, errno.ENOSYS}),
+        Strategy("fd-reopen", _fd_reopen,
+                 unsupported=frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS}),
                  cache_on=_NO_FSOPEN),
         Strategy("lowerdir-plus", _lowerdir_plus,
                  unsupported=frozenset({errno.EINVAL, errno.ENOSYS}), cache_on=_NO_FSOPEN),

@@ -9,7 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import Contract, assert_default_choice, expect_errno, mounted_at
+from helpers import (
+    Contract,
+    assert_default_choice,
+    expect_errno,
+    mounted_at,
+    unless_nothing_works,
+)
 
 from mountcompat import MountAttr, clone_tree, mount_fs, set_mount_attrs
 from mountcompat import _syscalls as sys_
@@ -142,7 +148,8 @@ class TestOpenTreeSetattr(TreeAttrContract):
 
 @pytest.mark.default_choice("tree.attr")
 def test_tree_attr_default(workdir: Path) -> None:
-    with mount_fs("tmpfs", "mc-tree", workdir, force="mount2"):
+    with mount_fs("tmpfs", "mc-tree", workdir, force="mount2"), \
+            unless_nothing_works("tree.attr"):
         since = LOG.mark()
         clone_tree(workdir, MountAttr.RDONLY).close()
     assert_default_choice("tree.attr", since)
