@@ -34,6 +34,27 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
 
 
+FACT_SYMBOLS = ("fsopen", "open_tree", "mount_setattr", "statmount", "listmount",
+                "open_tree_attr", "openat2")
+
+
+def kernel_facts(results: Path) -> None:
+    """Which syscalls this kernel has, from /proc/kallsyms: facts for the expectations, found
+    independently of the library whose behaviour they judge."""
+    wanted = {f"__x64_sys_{name}" for name in FACT_SYMBOLS} | {
+        f"__arm64_sys_{name}" for name in FACT_SYMBOLS}
+    present = set()
+    try:
+        with open("/proc/kallsyms") as kallsyms:
+            for line in kallsyms:
+                symbol = line.rsplit(" ", 1)[-1].strip()
+                if symbol in wanted:
+                    present.add(symbol)
+    except OSError as exc:
+        present.add(f"error: {exc}")
+    write(results, "facts.json", json.dumps({"symbols": sorted(present)}, indent=2))
+
+
 def load_modules(results: Path) -> dict[str, Any]:
     """Load the modules the suites need: some devices (/dev/loop-control) only appear then."""
     outcome = {}
@@ -109,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     write(results, "uname.txt", os.uname().release + "\n")
     write(results, "proc-version.txt", Path("/proc/version").read_text())
     modules = load_modules(results)
+    kernel_facts(results)
     scratch = prepare_scratch(results)
     say(f"scratch for the disk backing: {scratch['fstype']} at {scratch['path']}")
     say("running the suites")

@@ -53,6 +53,7 @@ class MatrixOptions:
     index_max_age: float = 24 * 3600.0
     pytest_args: list[str] = field(default_factory=list)
     repo: Path = REPO
+    allow_surprises: bool = False
 
 
 @dataclass
@@ -238,7 +239,35 @@ class MatrixRun:
         finally:
             self.stop.set()
             self.write_run(time.monotonic() - started)
-        return 0 if all(r.get("status") == "ok" for r in self.records.values()) else 1
+            matrix = self.write_report()
+        return self.exit_status(matrix)
+
+    def write_report(self) -> dict[str, Any] | None:
+        from harness.report import write_report
+
+        try:
+            matrix = write_report([self.options.results], self.options.results)
+        except Exception as exc:  # the results are on disk; nox -s report can retry
+            self.ui.say(f"[red]could not write the report[/red]: {exc!r}")
+            return None
+        self.ui.say(f"report: {self.options.results / 'report.html'}")
+        return matrix
+
+    def exit_status(self, matrix: dict[str, Any] | None) -> int:
+        from harness.report import surprise_lines
+
+        incomplete = [n for n, r in self.records.items() if r.get("status") != "ok"]
+        surprises = surprise_lines(matrix) if matrix else []
+        for line in surprises:
+            self.ui.say(f"[bold red]surprise[/bold red]: {line}")
+        if incomplete:
+            self.ui.say(f"[red]did not complete[/red]: {', '.join(incomplete)}")
+        if incomplete or matrix is None:
+            return 1
+        if surprises and not self.options.allow_surprises:
+            self.ui.say("surprises make the exit status 5 (--allow-surprises to accept them)")
+            return 5
+        return 0
 
     def guarded(self, spec: KernelSpec, tree: KernelTree, facts: HostFacts) -> None:
         if self.stop.is_set():

@@ -1,0 +1,46 @@
+"""``python -m harness.report [DIR...] [--out DIR]``: rebuild matrix.json and report.html.
+
+DIRs are results directories (or single kernel directories), possibly from other machines;
+for a kernel present in several, the last one given wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.report import DEFAULT_EXPECTATIONS, REPO, surprise_lines, write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="nox -s report --")
+    p.add_argument("dirs", nargs="*", type=Path, help="results directories (default: results/)")
+    p.add_argument("--out", type=Path, help="where matrix.json and report.html go "
+                   "(default: the single DIR given, else results/)")
+    p.add_argument("--expectations", type=Path, default=DEFAULT_EXPECTATIONS)
+    p.add_argument("--allow-surprises", action="store_true",
+                   help="exit 0 even when outcomes contradict the expectations")
+    args = p.parse_args(argv)
+    dirs = args.dirs or [REPO / "results"]
+    out = args.out or (dirs[0] if len(dirs) == 1 else REPO / "results")
+    missing = [d for d in dirs if not d.is_dir()]
+    if missing:
+        print(f"error: no such directory: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    try:
+        matrix = write_report(dirs, out, args.expectations)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    totals = ", ".join(f"{n} {o}" for o, n in matrix["totals"].items())
+    print(f"{out / 'report.html'}: {len(matrix['kernels'])} kernels, {totals}")
+    surprises = surprise_lines(matrix)
+    for line in surprises:
+        print(f"surprise: {line}")
+    return 5 if surprises and not args.allow_surprises else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
