@@ -77,9 +77,11 @@ class KernelSpec:
     source: KernelSource
     tags: tuple[str, ...] = ()
     timeout: float = 1200.0
+    boot_timeout: float = 300.0
     memory: str = "2G"
     cpus: int = 2
     append: str = ""
+    tcg_cpu: str = "max,-cx16"
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,8 @@ SOURCE_KINDS: dict[str, Callable[[_Checker], KernelSource]] = {
     "local": _local_source,
 }
 
-KERNEL_KEYS = {"name", "note", "tags", "source", "timeout", "memory", "cpus", "append"}
+KERNEL_KEYS = {"name", "note", "tags", "source", "timeout", "boot_timeout", "memory", "cpus",
+               "append", "tcg_cpu"}
 
 
 def _source(c: _Checker) -> KernelSource:
@@ -205,9 +208,12 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
         source=_source(c.child("source")),
         tags=tuple(tags),
         timeout=d.get("timeout", float, 1200.0, check=lambda v: v > 0, expect="positive"),
+        boot_timeout=d.get("boot_timeout", float, 300.0, check=lambda v: v > 0,
+                           expect="positive"),
         memory=d.get("memory", str, "2G", check=MEMORY.match, expect="like 2G or 1536M"),
         cpus=d.get("cpus", int, 2, check=lambda v: v > 0, expect="positive"),
         append=d.get("append", str, ""),
+        tcg_cpu=d.get("tcg_cpu", str, "max,-cx16"),
     )
 
 
@@ -220,7 +226,7 @@ def parse_config(path: Path, text: str) -> MatrixConfig:
     top.only({"mirror", "defaults", "kernels"})
     defaults = top.child("defaults") if "defaults" in top.data else None
     if defaults is not None:
-        defaults.only({"timeout", "memory", "cpus", "tags", "append"})
+        defaults.only({"timeout", "boot_timeout", "memory", "cpus", "tags", "append", "tcg_cpu"})
     raw_kernels = top.get("kernels", list, check=bool, expect="a non-empty list")
     kernels = [
         _kernel(path, i, k, defaults.data if defaults else {}) for i, k in enumerate(raw_kernels)

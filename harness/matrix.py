@@ -39,6 +39,7 @@ from harness.vng import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+UNFINISHED = ("not-run", "fetching", "fetched", "booting")
 
 
 @dataclass
@@ -148,7 +149,7 @@ class MatrixRun:
         return GuestPlan(name=spec.name, vmlinuz=tree.vmlinuz, results=results,
                          guest_command=guest, accel=facts.accel.accel, cpus=spec.cpus,
                          memory=spec.memory, append=append, cwd=self.options.repo,
-                         scratch_disk=scratch_disk)
+                         scratch_disk=scratch_disk, tcg_cpu=spec.tcg_cpu)
 
     def fetch_all(self) -> dict[str, KernelTree]:
         """Fetch every kernel before booting any, so a network problem shows at once."""
@@ -196,9 +197,23 @@ class MatrixRun:
                     booted.append(time.monotonic() - started)
                 self.ui.update(name, line)
 
-            self.ui.milestone(name, f"booting {tree.release} ({facts.accel.accel})")
             timeout = self.options.timeout or spec.timeout
-            outcome = run_guest(command, env, results, timeout, self.stop, on_line)
+            attempts: list[dict[str, Any]] = []
+            for attempt in (1, 2):
+                started = time.monotonic()
+                self.ui.milestone(name, f"booting {tree.release} ({facts.accel.accel})"
+                                  + (f", attempt {attempt}" if attempt > 1 else ""))
+                outcome = run_guest(command, env, results, timeout, self.stop, on_line,
+                                    boot_timeout=min(spec.boot_timeout, timeout))
+                if not retry_worthy(outcome, results) or attempt == 2:
+                    break
+                # A boot that never reached the guest's command is an infrastructure failure,
+                # not a verdict: keep its console and evidence, and boot once more.
+                (results / "console.log").rename(results / f"console-attempt{attempt}.log")
+                attempts.append({"attempt": attempt, **outcome.to_json()})
+                self.ui.say(f"{name}: {outcome.status} ({outcome.detail}); booting again")
+                booted.clear()
+        self.record(spec, attempts=attempts)
         self.finish_kernel(spec, outcome, booted[0] if booted else None)
 
     def finish_kernel(self, spec: KernelSpec, outcome: RunOutcome, boot_seconds: float | None
@@ -230,14 +245,20 @@ class MatrixRun:
                     pool.submit(self.guarded, spec, trees[spec.name], facts)
                     for spec in options.kernels if spec.name in trees
                 ]
-                while not all(f.done() for f in futures):
-                    time.sleep(0.2)
-        except KeyboardInterrupt:
-            self.stop.set()
-            self.ui.say("[yellow]interrupted: stopping the guests and keeping the results[/yellow]")
-            raise
+                try:
+                    while not all(f.done() for f in futures):
+                        time.sleep(0.2)
+                except KeyboardInterrupt:
+                    # Before the pool's exit waits for its threads: they watch this event.
+                    self.stop.set()
+                    self.ui.say("[yellow]interrupted: stopping the guests, keeping the "
+                                "results[/yellow]")
+                    raise
         finally:
             self.stop.set()
+            for spec in options.kernels:
+                if self.records.get(spec.name, {}).get("status") in UNFINISHED:
+                    self.record(spec, status="interrupted", detail="the run stopped first")
             self.write_run(time.monotonic() - started)
             matrix = self.write_report()
         return self.exit_status(matrix)
@@ -290,6 +311,10 @@ class MatrixRun:
             "config": str(self.options.config.path),
         }
         write_json(self.options.results / "run.json", run)
+
+
+def retry_worthy(outcome: RunOutcome, results: Path) -> bool:
+    return outcome.status == "boot-failed" and not (results / "guest-started.json").exists()
 
 
 def keep_previous(results: Path) -> None:

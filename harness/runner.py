@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")
+OOPS_MARKERS = ("BUG: ", "Oops: ", "WARNING: CPU: ", "general protection fault")
 GUEST_PROGRESS = "mountcompat-guest:"
 PANIC_GRACE = 3.0  # seconds of console kept after a panic line, for the backtrace
 STATUSES = ("ok", "timeout", "panic", "boot-failed", "incomplete", "interrupted")
@@ -47,8 +48,10 @@ class ConsoleWatcher:
     def __init__(self, stream: IO[bytes], log: IO[str], on_line: OnLine) -> None:
         self.stream, self.log, self.on_line = stream, log, on_line
         self.panic_at: float | None = None
+        self.started_at: float | None = None  # the guest's command said something
         self.tail: list[str] = []
         self.panic_lines: list[str] = []
+        self.oops_lines: list[str] = []
         self.thread = threading.Thread(target=self._pump, daemon=True)
         self.thread.start()
 
@@ -62,7 +65,13 @@ class ConsoleWatcher:
                 self.panic_lines = self.tail[-20:]
             elif self.panic_at is not None and len(self.panic_lines) < 60:
                 self.panic_lines.append(line)
+            if any(m in line for m in OOPS_MARKERS) and not self.oops_lines:
+                self.oops_lines = [line]
+            elif self.oops_lines and len(self.oops_lines) < 40:
+                self.oops_lines.append(line)
             if GUEST_PROGRESS in line:
+                if self.started_at is None:
+                    self.started_at = time.monotonic()
                 self.on_line(line.split(GUEST_PROGRESS, 1)[1].strip())
         self.log.flush()
 
@@ -104,9 +113,12 @@ def _only_zombies(pgid: int) -> bool:
 
 
 def classify(results: Path, *, timed_out: bool, panicked: bool, interrupted: bool,
-             returncode: int | None, timeout: float) -> tuple[str, str]:
+             returncode: int | None, timeout: float, boot_stalled: float | None = None
+             ) -> tuple[str, str]:
     if panicked:
         return "panic", "the kernel panicked"
+    if boot_stalled is not None:
+        return "boot-failed", f"the guest's command did not start within {boot_stalled:.0f} s"
     if timed_out:
         return "timeout", f"no result within {timeout:.0f} s"
     if interrupted:
@@ -119,10 +131,14 @@ def classify(results: Path, *, timed_out: bool, panicked: bool, interrupted: boo
 
 
 def run_guest(command: list[str], env: dict[str, str], results: Path, timeout: float,
-              stop: threading.Event, on_line: OnLine) -> RunOutcome:
-    """Run one guest to its end, its deadline, a panic, or ``stop``; never leave a process."""
+              stop: threading.Event, on_line: OnLine, boot_timeout: float | None = None
+              ) -> RunOutcome:
+    """Run one guest to its end, its deadline, a panic, or ``stop``; never leave a process.
+    ``boot_timeout``: how long the kernel may take to start the guest's command (an early
+    oops can hang a boot that would otherwise wait out the whole deadline)."""
     started = time.monotonic()
     timed_out = interrupted = False
+    boot_stalled: float | None = None
     with (results / "console.log").open("w", encoding="utf-8") as log, \
             tempfile.TemporaryDirectory(prefix="vng.", dir=env.get("TMPDIR")) as tmp:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -139,6 +155,9 @@ def run_guest(command: list[str], env: dict[str, str], results: Path, timeout: f
                 if now - started > timeout:
                     timed_out = True
                     break
+                if boot_timeout and watcher.started_at is None and now - started > boot_timeout:
+                    boot_stalled = boot_timeout
+                    break
                 if watcher.panic_at is not None and now - watcher.panic_at > PANIC_GRACE:
                     break
                 time.sleep(0.2)
@@ -148,8 +167,13 @@ def run_guest(command: list[str], env: dict[str, str], results: Path, timeout: f
     panicked = watcher.panic_at is not None
     status, detail = classify(results, timed_out=timed_out, panicked=panicked,
                               interrupted=interrupted, returncode=proc.returncode,
-                              timeout=timeout)
-    evidence = watcher.panic_lines if panicked else watcher.tail[-25:]
+                              timeout=timeout, boot_stalled=boot_stalled)
+    if panicked:
+        evidence = watcher.panic_lines
+    elif status != "ok" and watcher.oops_lines:
+        evidence = [*watcher.oops_lines, "[...]", *watcher.tail[-10:]]
+    else:
+        evidence = watcher.tail[-25:]
     return RunOutcome(status, detail, proc.returncode, time.monotonic() - started, evidence)
 
 

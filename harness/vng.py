@@ -32,6 +32,7 @@ class GuestPlan:
     append: str = ""
     cwd: Path | None = None
     scratch_disk: Path | None = None  # a raw image the guest formats for its "disk" backing
+    tcg_cpu: str | None = None  # QEMU's -cpu under TCG
 
 
 def vng_executable() -> str:
@@ -52,6 +53,9 @@ def build_vng_command(plan: GuestPlan, vng: str = "vng") -> list[str]:
     ]
     if plan.accel == "tcg":
         command.append("--disable-kvm")
+        if plan.tcg_cpu:
+            # A later -cpu overrides the "-cpu max" that vng gives QEMU.
+            command.append(f"--qemu-opts=-cpu {plan.tcg_cpu}")
     if plan.cwd is not None:
         command += ["--cwd", str(plan.cwd)]
     if plan.append:

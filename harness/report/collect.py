@@ -196,6 +196,13 @@ def compare(cells: list[dict[str, Any]], kernels: list[dict[str, Any]],
     return {"previous": previous.get("generated"), "changes": changes}
 
 
+def default_entry(kernel: str, feature: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):  # a single answer
+        return {"kernel": kernel, "feature": feature, "strategy": value, "by_backing": {}}
+    return {"kernel": kernel, "feature": feature, "strategy": value.get("strategy"),
+            "by_backing": value.get("by_backing", {})}
+
+
 def build_matrix(kernel_dirs: list[KernelDir], strategies: list[tuple[str, str]],
                  summaries: dict[str, str], expectations: Expectations, out_dir: Path,
                  run: dict[str, Any] | None = None, previous: dict[str, Any] | None = None
@@ -204,8 +211,8 @@ def build_matrix(kernel_dirs: list[KernelDir], strategies: list[tuple[str, str]]
     kernel_dirs = sorted(kernel_dirs, key=lambda k: (order.get(k.name, len(order)), k.name))
     kernels = [kernel_entry(k, out_dir) for k in kernel_dirs]
     cells = [c for k in kernel_dirs for c in kernel_cells(k, strategies, expectations)]
-    defaults = [{"kernel": k.name, "feature": f, "strategy": s}
-                for k in kernel_dirs for f, s in sorted(k.outcomes.get("defaults", {}).items())]
+    defaults = [default_entry(k.name, f, d) for k in kernel_dirs
+                for f, d in sorted(k.outcomes.get("defaults", {}).items())]
     features = []
     for feature, strategy in strategies:
         if not features or features[-1]["id"] != feature:

@@ -94,10 +94,18 @@ def aggregate(evidence: Iterable[TestEvidence],
     return [cell_outcome(f, s, ev) for (f, s), ev in sorted(by_cell.items())]
 
 
-def defaults_from(records: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Per feature, the strategy the library used on its own (unforced) first."""
-    chosen: dict[str, str] = {}
+def defaults_from(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per feature, the strategy the library used on its own (unforced), per backing
+    filesystem where that changes the answer; ``strategy`` prefers the disk-backed answer."""
+    chosen: dict[str, dict[str, Any]] = {}
     for r in records:
-        if r.get("outcome") == "used" and not r.get("forced"):
-            chosen.setdefault(str(r["feature"]), str(r["strategy"]))
+        if r.get("outcome") != "used" or r.get("forced"):
+            continue
+        entry = chosen.setdefault(str(r["feature"]), {"strategy": None, "by_backing": {}})
+        backing = str(r.get("backing") or "any")
+        entry["by_backing"].setdefault(backing, str(r["strategy"]))
+    for entry in chosen.values():
+        by_backing = entry["by_backing"]
+        disk = [s for b, s in by_backing.items() if b.startswith("disk")]
+        entry["strategy"] = disk[0] if disk else next(iter(by_backing.values()))
     return chosen

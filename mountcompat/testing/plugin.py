@@ -157,6 +157,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if item.get_closest_marker("default_choice"):
         for r in records:
             r["default_test"] = True
+            r["backing"] = item.stash.get(backing_kind, None)
     # The strategy ran: it succeeded, or failed in a way the test expected and checked.
     used = {(r["feature"], r["strategy"]) for r in records if r["outcome"] in ("used", "failed")}
     items = []

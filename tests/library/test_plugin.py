@@ -1,0 +1,85 @@
+"""The suites' pytest plugin, run on small test files with pytester."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+HEADER = """
+import errno, os, pytest
+from mountcompat import mount_fs, open_in_root
+from mountcompat.strategy import Feature, Strategy
+from mountcompat.errors import StrategyUnsupported
+"""
+
+
+def run(pytester: pytest.Pytester, body: str) -> tuple[pytest.RunResult, dict]:
+    pytester.makepyfile(HEADER + body)
+    out = pytester.path / "out.json"
+    result = pytester.runpytest_subprocess(f"--mountcompat-results={out}", "-p", "xdist")
+    return result, json.loads(out.read_text())
+
+
+def cells(data: dict) -> dict:
+    return {(c["feature"], c["strategy"]): c["outcome"] for c in data["cells"]}
+
+
+def test_verdicts(pytester: pytest.Pytester) -> None:
+    result, data = run(pytester, """
+@pytest.mark.strategy("path.resolve", "openat2")
+def test_works():
+    os.close(open_in_root("/", "etc", force="openat2"))
+
+@pytest.mark.strategy("path.resolve", "userspace")
+def test_never_used():
+    pass
+
+@pytest.mark.strategy("mount.api", "fsmount")
+def test_refused():
+    raise StrategyUnsupported("mount.api", "fsmount", errno.ENOSYS, "no fsopen")
+
+@pytest.mark.strategy("mount.api", "mount2")
+def test_fails():
+    assert False
+""")
+    result.assert_outcomes(passed=1, failed=2, skipped=1)
+    assert cells(data) == {
+        ("path.resolve", "openat2"): "works",
+        ("path.resolve", "userspace"): "broken",
+        ("mount.api", "fsmount"): "unsupported",
+        ("mount.api", "mount2"): "broken",
+    }
+
+
+def test_a_leaked_mount_fails_the_test(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    result, data = run(pytester, f"""
+@pytest.mark.strategy("mount.api", "mount2")
+def test_leaks():
+    os.makedirs("{tmp_path}/m", exist_ok=True)
+    mount_fs("tmpfs", "leak", "{tmp_path}/m", force="mount2")
+
+@pytest.mark.strategy("mount.api", "fsmount")
+def test_leaks_an_fd():
+    os.open("/", os.O_RDONLY)
+""")
+    result.assert_outcomes(passed=1, failed=1, errors=2)  # the fd test never used fsmount
+    assert "mount left behind" in result.stdout.str()
+    assert "file descriptor left open" in result.stdout.str()
+    assert cells(data) == {("mount.api", "mount2"): "broken", ("mount.api", "fsmount"): "broken"}
+
+
+def test_runs_in_a_private_mount_namespace(pytester: pytest.Pytester,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("OUTER_NS", os.readlink("/proc/self/ns/mnt"))
+    pytester.makepyfile("""
+import os
+def test_namespace():
+    assert os.readlink("/proc/self/ns/mnt") != os.environ["OUTER_NS"]
+""")
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
