@@ -21,7 +21,7 @@ def install(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The library's, the suites' and the harness's tests, on the host, as root."""
     install(session)
-    session.run("python", "-m", "harness.hostprep", "--for", "matrix")
+    session.run("python", "-m", "harness.hostprep", "--for", "tests")
     session.run("pytest", *session.posargs)
 
 

@@ -30,16 +30,26 @@ class AccelProbe:
 def probe_command(image: Path, kvm: bool) -> list[str]:
     accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg"]
     return [
-        "qemu-system-x86_64", *accel, "-nodefaults", "-display", "none", "-m", "32",
-        "-no-reboot", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-drive", f"file={image},format=raw,if=ide",
+        "qemu-system-x86_64",
+        *accel,
+        "-nodefaults",
+        "-display",
+        "none",
+        "-m",
+        "32",
+        "-no-reboot",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-drive",
+        f"file={image},format=raw,if=ide",
     ]
 
 
 def _run_probe(image: Path, kvm: bool, timeout: float) -> tuple[bool, str]:
     try:
-        result = subprocess.run(probe_command(image, kvm), capture_output=True, text=True,
-                                timeout=timeout, check=False)
+        result = subprocess.run(
+            probe_command(image, kvm), capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         return False, f"the probe guest did not exit within {timeout:.0f} s"
     except OSError as exc:

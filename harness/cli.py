@@ -18,26 +18,59 @@ from harness.ui import MatrixUI
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nox -s matrix --",
-                                description="Boot each kernel of kernels.yaml and run the suites.")
-    p.add_argument("--config", type=Path, default=REPO / "kernels.yaml",
-                   help="the kernels file (default: %(default)s)")
-    p.add_argument("--kernel", action="append", default=[], metavar="NAME",
-                   help="run only this kernel (repeatable)")
+    p = argparse.ArgumentParser(
+        prog="nox -s matrix --", description="Boot each kernel of kernels.yaml and run the suites."
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "kernels.yaml",
+        help="the kernels file (default: %(default)s)",
+    )
+    p.add_argument(
+        "--kernel",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this kernel (repeatable)",
+    )
     p.add_argument("--list", action="store_true", help="print the kernels and exit")
-    p.add_argument("--jobs", "-j", type=int, default=default_jobs(),
-                   help="kernels booted at once (default: %(default)s, from the CPU count)")
-    p.add_argument("--results", type=Path, default=REPO / "results",
-                   help="results directory (default: %(default)s)")
-    p.add_argument("--cache", type=Path, default=default_cache(),
-                   help="download and kernel cache (default: %(default)s)")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
-                   help="auto uses KVM only if a probe guest really runs with it")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=default_jobs(),
+        help="kernels booted at once (default: %(default)s, from the CPU count)",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=REPO / "results",
+        help="results directory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=default_cache(),
+        help="download and kernel cache (default: %(default)s)",
+    )
+    p.add_argument(
+        "--accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="auto uses KVM only if a probe guest really runs with it",
+    )
     p.add_argument("--timeout", type=float, help="seconds per kernel, overriding kernels.yaml")
-    p.add_argument("--refresh-index", action="store_true",
-                   help="download the suites' Packages indexes even if cached today")
-    p.add_argument("--allow-surprises", action="store_true",
-                   help="exit 0 even when outcomes contradict expectations.yaml")
+    p.add_argument(
+        "--refresh-index",
+        action="store_true",
+        help="download the suites' Packages indexes even if cached today",
+    )
+    p.add_argument(
+        "--allow-surprises",
+        action="store_true",
+        help="exit 0 even when outcomes contradict expectations.yaml",
+    )
     p.add_argument("pytest_args", nargs="*", help="extra arguments for pytest in the guests")
     return p
 
@@ -57,9 +90,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     config = load_config(args.config)
     options = MatrixOptions(
-        config=config, kernels=config.select(args.kernel), results=args.results.resolve(),
-        cache=args.cache, jobs=max(1, args.jobs), accel=args.accel, timeout=args.timeout,
-        index_max_age=0.0 if args.refresh_index else 24 * 3600.0, pytest_args=args.pytest_args,
+        config=config,
+        kernels=config.select(args.kernel),
+        results=args.results.resolve(),
+        cache=args.cache,
+        jobs=max(1, args.jobs),
+        accel=args.accel,
+        timeout=args.timeout,
+        index_max_age=0.0 if args.refresh_index else 24 * 3600.0,
+        pytest_args=args.pytest_args,
         allow_surprises=args.allow_surprises,
     )
     with MatrixUI(console) as ui:

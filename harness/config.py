@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -115,7 +115,7 @@ class _Checker:
             self.fail(None, f"expected a mapping, found {type(data).__name__}")
         self.data: dict[str, Any] = data
 
-    def fail(self, key: str | None, problem: str) -> ConfigError:
+    def fail(self, key: str | None, problem: str) -> NoReturn:
         name = self.prefix + (key or "") if key or self.prefix else None
         raise ConfigError(str(self.path), self.kernel, name.rstrip(".") if name else None, problem)
 
@@ -124,8 +124,14 @@ class _Checker:
             if key not in allowed:
                 self.fail(str(key), f"unknown key; allowed here: {', '.join(sorted(allowed))}")
 
-    def get(self, key: str, kind: type, default: Any = ..., check: Callable[[Any], bool] | None = None,
-            expect: str = "") -> Any:
+    def get(
+        self,
+        key: str,
+        kind: type,
+        default: Any = ...,
+        check: Callable[[Any], bool] | None = None,
+        expect: str = "",
+    ) -> Any:
         if key not in self.data:
             if default is ...:
                 self.fail(key, "missing")
@@ -133,7 +139,7 @@ class _Checker:
         value = self.data[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             self.fail(key, f"expected {kind.__name__}, found {value!r}")
         if check is not None and not check(value):
             self.fail(key, f"{value!r} is not {expect}")
@@ -153,13 +159,19 @@ def _debian_source(c: _Checker) -> DebianSource:
     suite = c.get("suite", str)
     if suite not in known_debian_suites():
         c.fail("suite", f"unknown suite {suite!r}; known: {', '.join(known_debian_suites())}")
-    return DebianSource(suite=suite, package=c.get("package", str), mirror=c.get("mirror", str, None))
+    return DebianSource(
+        suite=suite, package=c.get("package", str), mirror=c.get("mirror", str, None)
+    )
 
 
 def _deb_source(c: _Checker) -> DebFilesSource:
     c.only({"files"})
-    files = c.get("files", list, check=lambda v: bool(v) and all(isinstance(f, str) for f in v),
-                  expect="a non-empty list of paths")
+    files = c.get(
+        "files",
+        list,
+        check=lambda v: bool(v) and all(isinstance(f, str) for f in v),
+        expect="a non-empty list of paths",
+    )
     return DebFilesSource(files=tuple(_relative(c.path, f) for f in files))
 
 
@@ -179,8 +191,18 @@ SOURCE_KINDS: dict[str, Callable[[_Checker], KernelSource]] = {
     "local": _local_source,
 }
 
-KERNEL_KEYS = {"name", "note", "tags", "source", "timeout", "boot_timeout", "memory", "cpus",
-               "append", "tcg_cpu"}
+KERNEL_KEYS = {
+    "name",
+    "note",
+    "tags",
+    "source",
+    "timeout",
+    "boot_timeout",
+    "memory",
+    "cpus",
+    "append",
+    "tcg_cpu",
+}
 
 
 def _source(c: _Checker) -> KernelSource:
@@ -197,20 +219,31 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
     label = name if isinstance(name, str) else f"#{index + 1}"
     c = _Checker(path, label, "", raw)
     c.only(KERNEL_KEYS)
-    name = c.get("name", str, check=KERNEL_NAME.match, expect="a name of letters, digits, . _ -")
+    name = c.get(
+        "name",
+        str,
+        check=lambda v: bool(KERNEL_NAME.match(v)),
+        expect="a name of letters, digits, . _ -",
+    )
     merged = {**defaults, **c.data}
     d = _Checker(path, label, "", merged)
-    tags = d.get("tags", list, [], check=lambda v: all(isinstance(t, str) for t in v),
-                 expect="a list of strings")
+    tags = d.get(
+        "tags",
+        list,
+        [],
+        check=lambda v: all(isinstance(t, str) for t in v),
+        expect="a list of strings",
+    )
     return KernelSpec(
         name=name,
         note=c.get("note", str),
         source=_source(c.child("source")),
         tags=tuple(tags),
         timeout=d.get("timeout", float, 1200.0, check=lambda v: v > 0, expect="positive"),
-        boot_timeout=d.get("boot_timeout", float, 300.0, check=lambda v: v > 0,
-                           expect="positive"),
-        memory=d.get("memory", str, "2G", check=MEMORY.match, expect="like 2G or 1536M"),
+        boot_timeout=d.get("boot_timeout", float, 300.0, check=lambda v: v > 0, expect="positive"),
+        memory=d.get(
+            "memory", str, "2G", check=lambda v: bool(MEMORY.match(v)), expect="like 2G or 1536M"
+        ),
         cpus=d.get("cpus", int, 2, check=lambda v: v > 0, expect="positive"),
         append=d.get("append", str, ""),
         tcg_cpu=d.get("tcg_cpu", str, "max,-cx16"),

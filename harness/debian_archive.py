@@ -60,7 +60,10 @@ def _verify_signature(inrelease: Path) -> str:
     if gpgv is None or not KEYRING.exists():
         return f"not verified: gpgv or {KEYRING} missing"
     result = subprocess.run(
-        [gpgv, "--keyring", str(KEYRING), str(inrelease)], capture_output=True, text=True, check=False
+        [gpgv, "--keyring", str(KEYRING), str(inrelease)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise FetchError(f"{inrelease}: bad signature: {result.stderr.strip()}")
@@ -79,7 +82,9 @@ def _is_fresh(path: Path, max_age: float) -> bool:
     return path.exists() and time.time() - path.stat().st_mtime < max_age
 
 
-def load_suite_index(mirror: str, suite: str, cache: Path, max_age: float = INDEX_MAX_AGE) -> SuiteIndex:
+def load_suite_index(
+    mirror: str, suite: str, cache: Path, max_age: float = INDEX_MAX_AGE
+) -> SuiteIndex:
     """The suite's Packages index, from ``cache`` while younger than ``max_age`` seconds."""
     where = cache / "indexes" / suite
     inrelease, packages_xz = where / "InRelease", where / "Packages.xz"
@@ -127,7 +132,9 @@ def _carriers(index: SuiteIndex, image: dict[str, str]) -> list[dict[str, str]]:
 
 def resolve_kernel(index: SuiteIndex, pattern: str) -> list[ResolvedPackage]:
     """The newest package matching ``pattern``, plus the packages carrying its files."""
-    matches = [s for name, ss in index.packages.items() if fnmatch.fnmatchcase(name, pattern) for s in ss]
+    matches = [
+        s for name, ss in index.packages.items() if fnmatch.fnmatchcase(name, pattern) for s in ss
+    ]
     if not matches:
         raise FetchError(f"no package matching {pattern!r} in {index.suite} ({index.mirror})")
     image = _newest(matches)

@@ -67,8 +67,9 @@ def _fetch_once(url: str, tmp: Path, progress: ProgressCallback | None) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str | None = None,
-             progress: ProgressCallback | None = None) -> bool:
+def download(
+    url: str, dest: Path, sha256: str | None = None, progress: ProgressCallback | None = None
+) -> bool:
     """Fetch ``url`` to ``dest``; True if bytes were downloaded, False if ``dest`` was good.
 
     With ``sha256`` given, an existing ``dest`` with that digest is kept, and a download

@@ -34,15 +34,23 @@ def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
 
 
-FACT_SYMBOLS = ("fsopen", "open_tree", "mount_setattr", "statmount", "listmount",
-                "open_tree_attr", "openat2")
+FACT_SYMBOLS = (
+    "fsopen",
+    "open_tree",
+    "mount_setattr",
+    "statmount",
+    "listmount",
+    "open_tree_attr",
+    "openat2",
+)
 
 
 def kernel_facts(results: Path) -> None:
     """Which syscalls this kernel has, from /proc/kallsyms: facts for the expectations, found
     independently of the library whose behaviour they judge."""
     wanted = {f"__x64_sys_{name}" for name in FACT_SYMBOLS} | {
-        f"__arm64_sys_{name}" for name in FACT_SYMBOLS}
+        f"__arm64_sys_{name}" for name in FACT_SYMBOLS
+    }
     present = set()
     try:
         with open("/proc/kallsyms") as kallsyms:
@@ -86,8 +94,9 @@ def prepare_scratch(results: Path) -> dict[str, Any]:
     device = find_scratch_disk()
     if device is None:
         return {"path": str(fallback), "fstype": "virtiofs", "why": "no scratch disk found"}
-    mkfs = run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1",
-                str(device)])
+    mkfs = run(
+        ["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1", str(device)]
+    )
     SCRATCH_MOUNT.mkdir(parents=True, exist_ok=True)
     mounted = run(["mount", "-t", "ext4", str(device), str(SCRATCH_MOUNT)])
     if mkfs.returncode or mounted.returncode:
@@ -98,16 +107,21 @@ def prepare_scratch(results: Path) -> dict[str, Any]:
 
 def run_suites(results: Path, repo: Path, scratch: str, pytest_args: list[str]) -> int:
     cmd = [
-        sys.executable, "-m", "pytest", str(repo / "suites"),
-        "-p", "no:cacheprovider",
+        sys.executable,
+        "-m",
+        "pytest",
+        str(repo / "suites"),
+        "-p",
+        "no:cacheprovider",
         f"--junitxml={results / 'junit.xml'}",
         f"--mountcompat-results={results / 'outcomes.json'}",
         f"--mountcompat-scratch={scratch}",
         *pytest_args,
     ]
     with (results / "pytest.log").open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                cwd=repo)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -137,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     suites_started = time.time()
     pytest_status = run_suites(results, args.repo, scratch["path"], args.pytest_args)
     suites_seconds = time.time() - suites_started
-    probe = run([sys.executable, "-m", "mountcompat", "probe", "--json",
-                 "--scratch", scratch["path"]], cwd=args.repo)
+    probe = run(
+        [sys.executable, "-m", "mountcompat", "probe", "--json", "--scratch", scratch["path"]],
+        cwd=args.repo,
+    )
     write(results, "probe.json", probe.stdout or "{}")
     write(results, "probe.stderr", probe.stderr)
     write(results, "dmesg.txt", run(["dmesg"]).stdout)

@@ -1,4 +1,4 @@
-"""``python -m harness.hostprep --for tests|matrix``: install or name the host tools a session needs."""
+"""``python -m harness.hostprep --for tests|matrix``: install, or name, the host tools needed."""
 
 from __future__ import annotations
 
@@ -6,14 +6,19 @@ import argparse
 import sys
 
 from harness.errors import HarnessError
-from harness.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools
+from harness.prereqs import MATRIX_TOOLS, REPORT_TOOLS, SUITE_TOOLS, ensure_tools
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.hostprep")
     p.add_argument("--for", dest="purpose", choices=("tests", "matrix"), default="tests")
     args = p.parse_args(argv)
-    tools = SUITE_TOOLS if args.purpose == "tests" else (*MATRIX_TOOLS, *SUITE_TOOLS)
+    # The tests boot guests too (the harness's robustness tests) and open the report.
+    tools = (
+        (*MATRIX_TOOLS, *SUITE_TOOLS)
+        if args.purpose == "matrix"
+        else (*MATRIX_TOOLS, *SUITE_TOOLS, *REPORT_TOOLS)
+    )
     try:
         ensure_tools(tools, lambda message: print(message, file=sys.stderr))
     except HarnessError as exc:

@@ -100,13 +100,21 @@ def _install(packages: list[tuple[Path, dict[str, Any]]], final: Path) -> Kernel
         records = []
         for deb, record in packages:
             control = extract_deb(deb, tmp / "root")
-            records.append({**record, "name": control.get("Package", record.get("name")),
-                            "version": control.get("Version", record.get("version"))})
+            records.append(
+                {
+                    **record,
+                    "name": control.get("Package", record.get("name")),
+                    "version": control.get("Version", record.get("version")),
+                }
+            )
         vmlinuz, modules, config, release = locate_tree(tmp / "root")
-        rel = {k: str(p.relative_to(tmp)) if p else None
-               for k, p in (("vmlinuz", vmlinuz), ("modules", modules), ("config", config))}
+        rel = {
+            k: str(p.relative_to(tmp)) if p else None
+            for k, p in (("vmlinuz", vmlinuz), ("modules", modules), ("config", config))
+        }
         (tmp / "provenance.json").write_text(
-            json.dumps({"release": release, "packages": records, **rel}, indent=2))
+            json.dumps({"release": release, "packages": records, **rel}, indent=2)
+        )
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -70,8 +70,11 @@ class HostFacts:
         return {
             "accelerator": self.accel.accel,
             "accelerator_reason": self.accel.reason,
-            "virtiofsd": {"path": str(self.virtiofsd.path), "version": self.virtiofsd.version,
-                          "origin": self.virtiofsd.origin},
+            "virtiofsd": {
+                "path": str(self.virtiofsd.path),
+                "version": self.virtiofsd.version,
+                "origin": self.virtiofsd.origin,
+            },
             "qemu": self.qemu,
             "virtme_ng": self.vng,
             "host": self.host,
@@ -122,8 +125,12 @@ class MatrixRun:
         def progress(message: str) -> None:
             self.ui.update(spec.name, message)
 
-        fetcher = Fetcher(cache=self.options.cache, mirror=self.options.config.mirror,
-                          index_max_age=self.options.index_max_age, progress=progress)
+        fetcher = Fetcher(
+            cache=self.options.cache,
+            mirror=self.options.config.mirror,
+            index_max_age=self.options.index_max_age,
+            progress=progress,
+        )
         return fetcher.fetch(spec)
 
     # --- one kernel ------------------------------------------------------------------------
@@ -131,25 +138,50 @@ class MatrixRun:
         return self.options.results / spec.name
 
     def record(self, spec: KernelSpec, **values: Any) -> dict[str, Any]:
-        rec = self.records.setdefault(spec.name, {
-            "name": spec.name, "note": spec.note, "tags": list(spec.tags),
-            "source": spec.source.describe(), "status": "not-run",
-        })
+        rec = self.records.setdefault(
+            spec.name,
+            {
+                "name": spec.name,
+                "note": spec.note,
+                "tags": list(spec.tags),
+                "source": spec.source.describe(),
+                "status": "not-run",
+            },
+        )
         rec.update(values)
         write_json(self.kernel_dir(spec) / "kernel.json", rec)
         return rec
 
-    def plan(self, spec: KernelSpec, tree: KernelTree, facts: HostFacts,
-             scratch_disk: Path | None = None) -> GuestPlan:
+    def plan(
+        self, spec: KernelSpec, tree: KernelTree, facts: HostFacts, scratch_disk: Path | None = None
+    ) -> GuestPlan:
         results = self.kernel_dir(spec)
-        guest = (sys.executable, "-m", "harness.guest", "--results", str(results),
-                 "--repo", str(self.options.repo), "--", *self.options.pytest_args)
+        guest = (
+            sys.executable,
+            "-m",
+            "harness.guest",
+            "--results",
+            str(results),
+            "--repo",
+            str(self.options.repo),
+            "--",
+            *self.options.pytest_args,
+        )
         # The suites read the accelerator from the command line to scale their timeouts.
         append = " ".join(filter(None, [spec.append, f"mountcompat.accel={facts.accel.accel}"]))
-        return GuestPlan(name=spec.name, vmlinuz=tree.vmlinuz, results=results,
-                         guest_command=guest, accel=facts.accel.accel, cpus=spec.cpus,
-                         memory=spec.memory, append=append, cwd=self.options.repo,
-                         scratch_disk=scratch_disk, tcg_cpu=spec.tcg_cpu)
+        return GuestPlan(
+            name=spec.name,
+            vmlinuz=tree.vmlinuz,
+            results=results,
+            guest_command=guest,
+            accel=facts.accel.accel,
+            cpus=spec.cpus,
+            memory=spec.memory,
+            append=append,
+            cwd=self.options.repo,
+            scratch_disk=scratch_disk,
+            tcg_cpu=spec.tcg_cpu,
+        )
 
     def fetch_all(self) -> dict[str, KernelTree]:
         """Fetch every kernel before booting any, so a network problem shows at once."""
@@ -169,8 +201,13 @@ class MatrixRun:
                 continue
             if tree.config:
                 shutil.copyfile(tree.config, results / "config")
-            self.record(spec, status="fetched", package_release=tree.release,
-                        packages=list(tree.packages), provenance=tree.provenance())
+            self.record(
+                spec,
+                status="fetched",
+                package_release=tree.release,
+                packages=list(tree.packages),
+                provenance=tree.provenance(),
+            )
             self.ui.milestone(spec.name, f"ready: {tree.release}")
             trees[spec.name] = tree
         return trees
@@ -187,8 +224,15 @@ class MatrixRun:
             env = vng_environment(facts.virtiofsd.bin_dir, Path(tmp))
             (results / "reproduce.sh").write_text(reproduce_script(command, env))
             (results / "reproduce.sh").chmod(0o755)
-            self.record(spec, status="booting", accelerator=facts.accel.accel, reproduce=f"sh {results / 'reproduce.sh'}", command=command,
-                        qemu=facts.qemu, virtme_ng=facts.vng)
+            self.record(
+                spec,
+                status="booting",
+                accelerator=facts.accel.accel,
+                reproduce=f"sh {results / 'reproduce.sh'}",
+                command=command,
+                qemu=facts.qemu,
+                virtme_ng=facts.vng,
+            )
             booted: list[float] = []
             started = time.monotonic()
 
@@ -201,10 +245,20 @@ class MatrixRun:
             attempts: list[dict[str, Any]] = []
             for attempt in (1, 2):
                 started = time.monotonic()
-                self.ui.milestone(name, f"booting {tree.release} ({facts.accel.accel})"
-                                  + (f", attempt {attempt}" if attempt > 1 else ""))
-                outcome = run_guest(command, env, results, timeout, self.stop, on_line,
-                                    boot_timeout=min(spec.boot_timeout, timeout))
+                self.ui.milestone(
+                    name,
+                    f"booting {tree.release} ({facts.accel.accel})"
+                    + (f", attempt {attempt}" if attempt > 1 else ""),
+                )
+                outcome = run_guest(
+                    command,
+                    env,
+                    results,
+                    timeout,
+                    self.stop,
+                    on_line,
+                    boot_timeout=min(spec.boot_timeout, timeout),
+                )
                 if not retry_worthy(outcome, results) or attempt == 2:
                     break
                 # A boot that never reached the guest's command is an infrastructure failure,
@@ -216,18 +270,30 @@ class MatrixRun:
         self.record(spec, attempts=attempts)
         self.finish_kernel(spec, outcome, booted[0] if booted else None)
 
-    def finish_kernel(self, spec: KernelSpec, outcome: RunOutcome, boot_seconds: float | None
-                      ) -> None:
+    def finish_kernel(
+        self, spec: KernelSpec, outcome: RunOutcome, boot_seconds: float | None
+    ) -> None:
         results = self.kernel_dir(spec)
-        release = (results / "uname.txt").read_text().strip() if (results / "uname.txt").exists() \
+        release = (
+            (results / "uname.txt").read_text().strip()
+            if (results / "uname.txt").exists()
             else None
-        self.record(spec, status=outcome.status, detail=outcome.detail, release=release,
-                    returncode=outcome.returncode, wall_seconds=round(outcome.seconds, 1),
-                    boot_seconds=round(boot_seconds, 1) if boot_seconds else None,
-                    evidence=outcome.evidence)
+        )
+        self.record(
+            spec,
+            status=outcome.status,
+            detail=outcome.detail,
+            release=release,
+            returncode=outcome.returncode,
+            wall_seconds=round(outcome.seconds, 1),
+            boot_seconds=round(boot_seconds, 1) if boot_seconds else None,
+            evidence=outcome.evidence,
+        )
         colour = "green" if outcome.status == "ok" else "red"
-        self.ui.finish(spec.name, f"[{colour}]{outcome.status}[/{colour}] in "
-                                  f"{outcome.seconds:.0f} s: {outcome.detail}")
+        self.ui.finish(
+            spec.name,
+            f"[{colour}]{outcome.status}[/{colour}] in {outcome.seconds:.0f} s: {outcome.detail}",
+        )
 
     # --- the whole run ---------------------------------------------------------------------
     def run(self) -> int:
@@ -243,7 +309,8 @@ class MatrixRun:
             with ThreadPoolExecutor(max_workers=options.jobs) as pool:
                 futures: list[Future[None]] = [
                     pool.submit(self.guarded, spec, trees[spec.name], facts)
-                    for spec in options.kernels if spec.name in trees
+                    for spec in options.kernels
+                    if spec.name in trees
                 ]
                 try:
                     while not all(f.done() for f in futures):
@@ -251,8 +318,9 @@ class MatrixRun:
                 except KeyboardInterrupt:
                     # Before the pool's exit waits for its threads: they watch this event.
                     self.stop.set()
-                    self.ui.say("[yellow]interrupted: stopping the guests, keeping the "
-                                "results[/yellow]")
+                    self.ui.say(
+                        "[yellow]interrupted: stopping the guests, keeping the results[/yellow]"
+                    )
                     raise
         finally:
             self.stop.set()

@@ -57,9 +57,10 @@ def parse_deb822_sources(text: str) -> Iterator[AptSource]:
 
 def _is_debian_archive(source: AptSource) -> bool:
     names = DEBIAN_CODENAMES + DEBIAN_ALIASES
-    return any(
-        s.split("-")[0] in names and not s.endswith("-security") for s in source.suites
-    ) and "security" not in source.uri
+    return (
+        any(s.split("-")[0] in names and not s.endswith("-security") for s in source.suites)
+        and "security" not in source.uri
+    )
 
 
 def pick_debian_mirror(sources: Iterable[AptSource]) -> str | None:

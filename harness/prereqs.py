@@ -31,26 +31,64 @@ class Tool:
 
 # Everything virtme-ng and the suites call on the host (the guest sees the host's binaries).
 MATRIX_TOOLS = (
-    Tool("qemu-system-x86_64", "runs the guests", "qemu-system-x86", "qemu-system-x86-core",
-         "qemu-system-x86"),
-    Tool("busybox", "virtme-ng builds its initramfs with it", "busybox-static", "busybox", "busybox"),
-    Tool("udevadm", "gives the guest its /dev/virtio-ports links (else vng loses the output)",
-         "udev", "systemd-udev", "systemd"),
+    Tool(
+        "qemu-system-x86_64",
+        "runs the guests",
+        "qemu-system-x86",
+        "qemu-system-x86-core",
+        "qemu-system-x86",
+    ),
+    Tool(
+        "busybox", "virtme-ng builds its initramfs with it", "busybox-static", "busybox", "busybox"
+    ),
+    Tool(
+        "udevadm",
+        "gives the guest its /dev/virtio-ports links (else vng loses the output)",
+        "udev",
+        "systemd-udev",
+        "systemd",
+    ),
     Tool("depmod", "virtme-ng indexes distribution modules", "kmod", "kmod", "kmod"),
     Tool("file", "virtme-ng reads the kernel version from the image", "file", "file", "file"),
-    Tool("strings", "virtme-ng's second way to read the kernel version", "binutils", "binutils",
-         "binutils"),
+    Tool(
+        "strings",
+        "virtme-ng's second way to read the kernel version",
+        "binutils",
+        "binutils",
+        "binutils",
+    ),
     Tool("gpgv", "checks the Debian archive's signature", "gpgv", "gnupg2", "gnupg"),
 )
 SUITE_TOOLS = (
-    Tool("mkfs.erofs", "builds erofs images for the suites", "erofs-utils", "erofs-utils",
-         "erofs-utils"),
-    Tool("mksquashfs", "builds squashfs images for the suites", "squashfs-tools",
-         "squashfs-tools", "squashfs-tools"),
-    Tool("findmnt", "the suites' independent mount table oracle", "util-linux", "util-linux",
-         "util-linux"),
-    Tool("losetup", "the suites' independent loop device oracle", "mount", "util-linux",
-         "util-linux"),
+    Tool(
+        "mkfs.erofs",
+        "builds erofs images for the suites",
+        "erofs-utils",
+        "erofs-utils",
+        "erofs-utils",
+    ),
+    Tool(
+        "mksquashfs",
+        "builds squashfs images for the suites",
+        "squashfs-tools",
+        "squashfs-tools",
+        "squashfs-tools",
+    ),
+    Tool(
+        "findmnt",
+        "the suites' independent mount table oracle",
+        "util-linux",
+        "util-linux",
+        "util-linux",
+    ),
+    Tool(
+        "losetup", "the suites' independent loop device oracle", "mount", "util-linux", "util-linux"
+    ),
+)
+
+
+REPORT_TOOLS = (
+    Tool("chromium", "opens the report in the browser test", "chromium", "chromium", "chromium"),
 )
 
 
@@ -133,6 +171,5 @@ def ensure_tools(tools: Iterable[Tool], say: Say) -> None:
         raise PrerequisiteError(f"still missing after installing: {names}")
     packages = [getattr(t, family, t.debian) if family != "unknown" else t.debian for t in missing]
     raise PrerequisiteError(
-        f"missing host tools: {names}.\nInstall them with:\n  "
-        f"{install_command(family, packages)}"
+        f"missing host tools: {names}.\nInstall them with:\n  {install_command(family, packages)}"
     )

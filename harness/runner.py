@@ -112,9 +112,16 @@ def _only_zombies(pgid: int) -> bool:
     return True
 
 
-def classify(results: Path, *, timed_out: bool, panicked: bool, interrupted: bool,
-             returncode: int | None, timeout: float, boot_stalled: float | None = None
-             ) -> tuple[str, str]:
+def classify(
+    results: Path,
+    *,
+    timed_out: bool,
+    panicked: bool,
+    interrupted: bool,
+    returncode: int | None,
+    timeout: float,
+    boot_stalled: float | None = None,
+) -> tuple[str, str]:
     if panicked:
         return "panic", "the kernel panicked"
     if boot_stalled is not None:
@@ -130,20 +137,33 @@ def classify(results: Path, *, timed_out: bool, panicked: bool, interrupted: boo
     return "boot-failed", f"the guest never started its command (vng exited {returncode})"
 
 
-def run_guest(command: list[str], env: dict[str, str], results: Path, timeout: float,
-              stop: threading.Event, on_line: OnLine, boot_timeout: float | None = None
-              ) -> RunOutcome:
+def run_guest(
+    command: list[str],
+    env: dict[str, str],
+    results: Path,
+    timeout: float,
+    stop: threading.Event,
+    on_line: OnLine,
+    boot_timeout: float | None = None,
+) -> RunOutcome:
     """Run one guest to its end, its deadline, a panic, or ``stop``; never leave a process.
     ``boot_timeout``: how long the kernel may take to start the guest's command (an early
     oops can hang a boot that would otherwise wait out the whole deadline)."""
     started = time.monotonic()
     timed_out = interrupted = False
     boot_stalled: float | None = None
-    with (results / "console.log").open("w", encoding="utf-8") as log, \
-            tempfile.TemporaryDirectory(prefix="vng.", dir=env.get("TMPDIR")) as tmp:
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**env, "TMPDIR": tmp})
+    with (
+        (results / "console.log").open("w", encoding="utf-8") as log,
+        tempfile.TemporaryDirectory(prefix="vng.", dir=env.get("TMPDIR")) as tmp,
+    ):
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**env, "TMPDIR": tmp},
+        )
         assert proc.stdout is not None
         watcher = ConsoleWatcher(proc.stdout, log, on_line)
         try:
@@ -165,9 +185,15 @@ def run_guest(command: list[str], env: dict[str, str], results: Path, timeout: f
             end_process_group(proc)
             watcher.thread.join(timeout=10)
     panicked = watcher.panic_at is not None
-    status, detail = classify(results, timed_out=timed_out, panicked=panicked,
-                              interrupted=interrupted, returncode=proc.returncode,
-                              timeout=timeout, boot_stalled=boot_stalled)
+    status, detail = classify(
+        results,
+        timed_out=timed_out,
+        panicked=panicked,
+        interrupted=interrupted,
+        returncode=proc.returncode,
+        timeout=timeout,
+        boot_stalled=boot_stalled,
+    )
     if panicked:
         evidence = watcher.panic_lines
     elif status != "ok" and watcher.oops_lines:

@@ -53,8 +53,9 @@ class Virtiofsd:
 
 def rust_version(path: str | Path) -> str | None:
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True,
-                             timeout=30, check=False)
+        out = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
     except OSError:
         return None
     match = RUST_VERSION.search(out.stdout)
@@ -69,30 +70,34 @@ def find_host_virtiofsd() -> Virtiofsd | None:
 
 
 def _apt_offers(package: str) -> bool:
-    out = subprocess.run(["apt-cache", "policy", package], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        ["apt-cache", "policy", package], capture_output=True, text=True, check=False
+    )
     match = re.search(r"Candidate:\s*(\S+)", out.stdout)
     return bool(match and match.group(1) != "(none)")
 
 
 WRAPPER = """#!/bin/sh
 # virtiofsd from Debian {suite} ({version}), run by its own libc's loader: see harness/virtiofsd.py
-exec "{root}/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" --library-path "{root}/usr/lib/x86_64-linux-gnu" \\
-    "{root}/usr/libexec/virtiofsd" "$@"
+lib="{root}/usr/lib/x86_64-linux-gnu"
+exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "{root}/usr/libexec/virtiofsd" "$@"
 """
 
 
 def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
     index = load_suite_index(debian_mirror(mirror), PRIVATE_SUITE, cache)
-    (stanza,) = index.stanzas("virtiofsd")[-1:] or [None]
-    if stanza is None:
+    candidates = index.stanzas("virtiofsd")
+    if not candidates:
         raise FetchError(f"no virtiofsd package in {PRIVATE_SUITE}")
+    stanza = candidates[-1]
     final = cache / "tools" / f"virtiofsd_{stanza['Version']}"
     wrapper = final / "bin" / "virtiofsd"
     if wrapper.exists() and (version := rust_version(wrapper)):
         return Virtiofsd(wrapper, version, f"private {PRIVATE_SUITE} package {stanza['Version']}")
-    say(f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
-        "(the host's libc stays as it is)")
+    say(
+        f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
+        "(the host's libc stays as it is)"
+    )
     libs = [d.split("(")[0].strip() for d in stanza["Depends"].split(",")]
     names = ["virtiofsd", "libc6", *[n for n in libs if n.startswith("lib") and n != "libc6"]]
     tmp = Path(tempfile.mkdtemp(prefix=".virtiofsd.", dir=cache))
@@ -124,8 +129,12 @@ def ensure_virtiofsd(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
     family = distro_family(os_release())
     if can_install(family) and _apt_offers("virtiofsd"):
         say("installing host package: virtiofsd")
-        subprocess.run(["apt-get", "install", "-y", "-q", "virtiofsd"], capture_output=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "virtiofsd"],
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            check=False,
+        )
         found = find_host_virtiofsd()
         if found:
             return Virtiofsd(found.path, found.version, "installed")

@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-
 # The guest tells the scratch disk from any other by this exact size.
 SCRATCH_DISK_BYTES = (2 << 30) + (7 << 20)
 
@@ -45,11 +44,16 @@ def build_vng_command(plan: GuestPlan, vng: str = "vng") -> list[str]:
     command = [
         vng,
         "--verbose",  # the console (kernel messages, panics) comes back on stderr
-        "--run", str(plan.vmlinuz),
-        "--name", f"mountcompat-{plan.name}",
-        "--cpus", str(plan.cpus),
-        "--memory", plan.memory,
-        "--rwdir", str(plan.results),
+        "--run",
+        str(plan.vmlinuz),
+        "--name",
+        f"mountcompat-{plan.name}",
+        "--cpus",
+        str(plan.cpus),
+        "--memory",
+        plan.memory,
+        "--rwdir",
+        str(plan.results),
     ]
     if plan.accel == "tcg":
         command.append("--disable-kvm")
@@ -66,8 +70,9 @@ def build_vng_command(plan: GuestPlan, vng: str = "vng") -> list[str]:
     return command
 
 
-def vng_environment(virtiofsd_dir: Path | None, tmpdir: Path,
-                    base: dict[str, str] | None = None) -> dict[str, str]:
+def vng_environment(
+    virtiofsd_dir: Path | None, tmpdir: Path, base: dict[str, str] | None = None
+) -> dict[str, str]:
     """PATH with the chosen virtiofsd first (vng looks it up there first), and a private TMPDIR
     so the sockets and pid files of virtiofsd go where the run cleans up."""
     env = dict(os.environ if base is None else base)

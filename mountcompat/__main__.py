@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     probe = commands.add_parser("probe", help="what this kernel supports, feature by feature")
     probe.add_argument("--json", action="store_true", help="machine-readable output")
-    probe.add_argument("--scratch", help="a directory on a disk-backed or shared filesystem "
-                       "for image files (default: $MOUNTCOMPAT_SCRATCH or /var/tmp)")
+    probe.add_argument(
+        "--scratch",
+        help="a directory on a disk-backed or shared filesystem "
+        "for image files (default: $MOUNTCOMPAT_SCRATCH or /var/tmp)",
+    )
     args = parser.parse_args(argv)
     from mountcompat.probe import ENV_SCRATCH, probe_all
 

@@ -43,8 +43,13 @@ _NUMBERS: dict[str, dict[str, int]] = {
 NR = _NUMBERS.get(platform.machine(), _NUMBERS["x86_64"])
 
 _mount = _libc.mount
-_mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
-                   ctypes.c_char_p]
+_mount.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
+]
 _umount2 = _libc.umount2
 _umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _unshare = _libc.unshare
@@ -54,22 +59,29 @@ _unshare.argtypes = [ctypes.c_int]
 class MountAttrStruct(ctypes.Structure):
     """struct mount_attr (MOUNT_ATTR_SIZE_VER0)."""
 
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 class OpenHow(ctypes.Structure):
     """struct open_how for openat2(2)."""
 
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
-                ("resolve", ctypes.c_uint64)]
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
 class MntIdReq(ctypes.Structure):
     """struct mnt_id_req, MNT_ID_REQ_SIZE_VER0 (24 bytes): accepted by every kernel with it."""
 
-    _fields_ = [("size", ctypes.c_uint32), ("spare", ctypes.c_uint32),
-                ("mnt_id", ctypes.c_uint64), ("param", ctypes.c_uint64)]
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("spare", ctypes.c_uint32),
+        ("mnt_id", ctypes.c_uint64),
+        ("param", ctypes.c_uint64),
+    ]
 
 
 def _encode(value: str | bytes | os.PathLike[str] | None) -> bytes | None:
@@ -93,8 +105,7 @@ def _describe(name: str, args: Sequence[Any]) -> str:
     return f"{name}({', '.join(_shown(a) for a in args)})"
 
 
-def raise_errno(err: int, name: str, args: Sequence[Any], messages: Sequence[str] = ()
-                ) -> OSError:
+def raise_errno(err: int, name: str, args: Sequence[Any], messages: Sequence[str] = ()) -> OSError:
     call = _describe(name, args)
     if messages:
         call += " -- kernel: " + "; ".join(messages)
@@ -124,10 +135,16 @@ def fsopen(fstype: str, flags: int = C.FSOPEN_CLOEXEC) -> int:
     return syscall("fsopen", _encode(fstype), ctypes.c_uint(flags), describe=(fstype, flags))
 
 
-def fspick(path: str | os.PathLike[str], flags: int = C.FSPICK_CLOEXEC,
-           dfd: int = C.AT_FDCWD) -> int:
-    return syscall("fspick", ctypes.c_int(dfd), _encode(path), ctypes.c_uint(flags),
-                   describe=(dfd, os.fspath(path), flags))
+def fspick(
+    path: str | os.PathLike[str], flags: int = C.FSPICK_CLOEXEC, dfd: int = C.AT_FDCWD
+) -> int:
+    return syscall(
+        "fspick",
+        ctypes.c_int(dfd),
+        _encode(path),
+        ctypes.c_uint(flags),
+        describe=(dfd, os.fspath(path), flags),
+    )
 
 
 def read_context_messages(fd: int) -> list[str]:
@@ -144,14 +161,23 @@ def read_context_messages(fd: int) -> list[str]:
     return messages
 
 
-def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | bytes | None = None,
-             aux: int = 0) -> None:
+def fsconfig(
+    fd: int, cmd: int, key: str | None = None, value: str | bytes | None = None, aux: int = 0
+) -> None:
     """fsconfig(2). For FSCONFIG_SET_FD pass the fd as ``aux``; for SET_PATH a path ``value``
     and a dirfd ``aux``. On failure the context's messages are part of the OSError."""
     ctypes.set_errno(0)
     shown_value = value if cmd != C.FSCONFIG_SET_FD else None
-    result = int(_syscall(ctypes.c_long(NR["fsconfig"]), ctypes.c_int(fd), ctypes.c_uint(cmd),
-                          _encode(key), _encode(value), ctypes.c_int(aux)))
+    result = int(
+        _syscall(
+            ctypes.c_long(NR["fsconfig"]),
+            ctypes.c_int(fd),
+            ctypes.c_uint(cmd),
+            _encode(key),
+            _encode(value),
+            ctypes.c_int(aux),
+        )
+    )
     if result < 0:
         err = ctypes.get_errno()
         args = (fd, C.FSCONFIG_NAMES.get(cmd, cmd), key, shown_value, aux)
@@ -160,49 +186,88 @@ def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | bytes | Non
 
 def fsmount(fd: int, flags: int = C.FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int:
     ctypes.set_errno(0)
-    result = int(_syscall(ctypes.c_long(NR["fsmount"]), ctypes.c_int(fd), ctypes.c_uint(flags),
-                          ctypes.c_uint(attr_flags)))
+    result = int(
+        _syscall(
+            ctypes.c_long(NR["fsmount"]),
+            ctypes.c_int(fd),
+            ctypes.c_uint(flags),
+            ctypes.c_uint(attr_flags),
+        )
+    )
     if result < 0:
         err = ctypes.get_errno()
         raise raise_errno(err, "fsmount", (fd, flags, attr_flags), read_context_messages(fd))
     return result
 
 
-def move_mount(from_dfd: int, from_path: str, to_dfd: int, to_path: str | os.PathLike[str],
-               flags: int) -> None:
-    syscall("move_mount", ctypes.c_int(from_dfd), _encode(from_path), ctypes.c_int(to_dfd),
-            _encode(to_path), ctypes.c_uint(flags),
-            describe=(from_dfd, from_path, to_dfd, os.fspath(to_path), flags))
+def move_mount(
+    from_dfd: int, from_path: str, to_dfd: int, to_path: str | os.PathLike[str], flags: int
+) -> None:
+    syscall(
+        "move_mount",
+        ctypes.c_int(from_dfd),
+        _encode(from_path),
+        ctypes.c_int(to_dfd),
+        _encode(to_path),
+        ctypes.c_uint(flags),
+        describe=(from_dfd, from_path, to_dfd, os.fspath(to_path), flags),
+    )
 
 
 def open_tree(dfd: int, path: str | os.PathLike[str], flags: int) -> int:
-    return syscall("open_tree", ctypes.c_int(dfd), _encode(path), ctypes.c_uint(flags),
-                   describe=(dfd, os.fspath(path), flags))
+    return syscall(
+        "open_tree",
+        ctypes.c_int(dfd),
+        _encode(path),
+        ctypes.c_uint(flags),
+        describe=(dfd, os.fspath(path), flags),
+    )
 
 
-def mount_setattr(dfd: int, path: str | os.PathLike[str], flags: int, attr: MountAttrStruct
-                  ) -> None:
-    syscall("mount_setattr", ctypes.c_int(dfd), _encode(path), ctypes.c_uint(flags),
-            ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-            describe=(dfd, os.fspath(path), flags,
-                      f"set={attr.attr_set:#x} clr={attr.attr_clr:#x}"))
+def mount_setattr(
+    dfd: int, path: str | os.PathLike[str], flags: int, attr: MountAttrStruct
+) -> None:
+    syscall(
+        "mount_setattr",
+        ctypes.c_int(dfd),
+        _encode(path),
+        ctypes.c_uint(flags),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+        describe=(dfd, os.fspath(path), flags, f"set={attr.attr_set:#x} clr={attr.attr_clr:#x}"),
+    )
 
 
-def open_tree_attr(dfd: int, path: str | os.PathLike[str], flags: int,
-                   attr: MountAttrStruct | None) -> int:
+def open_tree_attr(
+    dfd: int, path: str | os.PathLike[str], flags: int, attr: MountAttrStruct | None
+) -> int:
     attr_ref = ctypes.byref(attr) if attr is not None else None
     size = ctypes.sizeof(attr) if attr is not None else 0
-    return syscall("open_tree_attr", ctypes.c_int(dfd), _encode(path), ctypes.c_uint(flags),
-                   attr_ref, ctypes.c_size_t(size),
-                   describe=(dfd, os.fspath(path), flags,
-                             f"set={attr.attr_set:#x} clr={attr.attr_clr:#x}" if attr else None))
+    return syscall(
+        "open_tree_attr",
+        ctypes.c_int(dfd),
+        _encode(path),
+        ctypes.c_uint(flags),
+        attr_ref,
+        ctypes.c_size_t(size),
+        describe=(
+            dfd,
+            os.fspath(path),
+            flags,
+            f"set={attr.attr_set:#x} clr={attr.attr_clr:#x}" if attr else None,
+        ),
+    )
 
 
 def openat2(dfd: int, path: str | os.PathLike[str], how: OpenHow) -> int:
-    return syscall("openat2", ctypes.c_int(dfd), _encode(path), ctypes.byref(how),
-                   ctypes.c_size_t(ctypes.sizeof(how)),
-                   describe=(dfd, os.fspath(path), f"flags={how.flags:#x}",
-                             f"resolve={how.resolve:#x}"))
+    return syscall(
+        "openat2",
+        ctypes.c_int(dfd),
+        _encode(path),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+        describe=(dfd, os.fspath(path), f"flags={how.flags:#x}", f"resolve={how.resolve:#x}"),
+    )
 
 
 def statmount(mnt_id: int, mask: int, size: int = 4096) -> bytes:
@@ -211,8 +276,14 @@ def statmount(mnt_id: int, mask: int, size: int = 4096) -> bytes:
     while True:
         buf = ctypes.create_string_buffer(size)
         try:
-            syscall("statmount", ctypes.byref(req), buf, ctypes.c_size_t(size), ctypes.c_uint(0),
-                    describe=(mnt_id, f"mask={mask:#x}", size))
+            syscall(
+                "statmount",
+                ctypes.byref(req),
+                buf,
+                ctypes.c_size_t(size),
+                ctypes.c_uint(0),
+                describe=(mnt_id, f"mask={mask:#x}", size),
+            )
         except OSError as exc:
             if exc.errno == errno.EOVERFLOW and size < (1 << 24):
                 size *= 4
@@ -224,22 +295,37 @@ def statmount(mnt_id: int, mask: int, size: int = 4096) -> bytes:
 def listmount(mnt_id: int, last_id: int, count: int = 512, flags: int = 0) -> list[int]:
     req = MntIdReq(size=C.MNT_ID_REQ_SIZE_VER0, spare=0, mnt_id=mnt_id, param=last_id)
     ids = (ctypes.c_uint64 * count)()
-    n = syscall("listmount", ctypes.byref(req), ids, ctypes.c_size_t(count), ctypes.c_uint(flags),
-                describe=(mnt_id, last_id, count, flags))
+    n = syscall(
+        "listmount",
+        ctypes.byref(req),
+        ids,
+        ctypes.c_size_t(count),
+        ctypes.c_uint(flags),
+        describe=(mnt_id, last_id, count, flags),
+    )
     return list(ids[:n])
 
 
 # --- the classic calls -----------------------------------------------------------------
 
 
-def mount(source: str | os.PathLike[str] | None, target: str | os.PathLike[str],
-          fstype: str | None, flags: int, data: str | bytes | None = None) -> None:
+def mount(
+    source: str | os.PathLike[str] | None,
+    target: str | os.PathLike[str],
+    fstype: str | None,
+    flags: int,
+    data: str | bytes | None = None,
+) -> None:
     ctypes.set_errno(0)
-    args = (_encode(source), _encode(target), _encode(fstype), ctypes.c_ulong(flags),
-            _encode(data))
+    args = (_encode(source), _encode(target), _encode(fstype), ctypes.c_ulong(flags), _encode(data))
     if _mount(*args) != 0:
-        shown = (None if source is None else os.fspath(source), os.fspath(target), fstype,
-                 f"{flags:#x}", data)
+        shown = (
+            None if source is None else os.fspath(source),
+            os.fspath(target),
+            fstype,
+            f"{flags:#x}",
+            data,
+        )
         raise raise_errno(ctypes.get_errno(), "mount", shown)
 
 

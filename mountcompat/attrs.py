@@ -71,30 +71,39 @@ MOUNT_ATTR = feature(
     "mount.attr",
     "change the attributes of a mount (or a tree of mounts)",
     [
-        Strategy("mount-setattr", _mount_setattr,
-                 unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
-                 cache_on=frozenset({errno.ENOSYS})),
+        Strategy(
+            "mount-setattr",
+            _mount_setattr,
+            unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
+            cache_on=frozenset({errno.ENOSYS}),
+        ),
         Strategy("remount", _remount),
     ],
 )
 
 
-def set_mount_attrs(path: str | os.PathLike[str], set_: MountAttr = MountAttr.none(),
-                    clear: MountAttr = MountAttr.none(), recursive: bool = False,
-                    force: str | None = None) -> None:
+def set_mount_attrs(
+    path: str | os.PathLike[str],
+    set_: MountAttr = MountAttr.none(),
+    clear: MountAttr = MountAttr.none(),
+    recursive: bool = False,
+    force: str | None = None,
+) -> None:
     MOUNT_ATTR(Path(path), set_, clear, recursive, force=force)
 
 
-def _open_tree_attr(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool
-                    ) -> DetachedMount:
+def _open_tree_attr(
+    path: Path, set_: MountAttr, clear: MountAttr, recursive: bool
+) -> DetachedMount:
     """open_tree_attr(2) (6.15). Before: ENOSYS. Preferred: the clone never exists without
     its attributes."""
     flags = C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | (C.AT_RECURSIVE if recursive else 0)
     return DetachedMount(sys_.open_tree_attr(C.AT_FDCWD, path, flags, attr_struct(set_, clear)))
 
 
-def _open_tree_then_setattr(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool
-                            ) -> DetachedMount:
+def _open_tree_then_setattr(
+    path: Path, set_: MountAttr, clear: MountAttr, recursive: bool
+) -> DetachedMount:
     """open_tree(OPEN_TREE_CLONE) and then mount_setattr(AT_EMPTY_PATH) on it (5.12). Needed
     before 6.15. Before 5.12: ENOSYS from mount_setattr; before 5.2, from open_tree."""
     flags = C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | (C.AT_RECURSIVE if recursive else 0)
@@ -112,16 +121,27 @@ TREE_ATTR = feature(
     "tree.attr",
     "clone a tree of mounts, detached, with attributes",
     [
-        Strategy("open-tree-attr", _open_tree_attr, unsupported=frozenset({errno.ENOSYS}),
-                 cache_on=frozenset({errno.ENOSYS})),
-        Strategy("open-tree-setattr", _open_tree_then_setattr,
-                 unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
-                 cache_on=frozenset({errno.ENOSYS})),
+        Strategy(
+            "open-tree-attr",
+            _open_tree_attr,
+            unsupported=frozenset({errno.ENOSYS}),
+            cache_on=frozenset({errno.ENOSYS}),
+        ),
+        Strategy(
+            "open-tree-setattr",
+            _open_tree_then_setattr,
+            unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
+            cache_on=frozenset({errno.ENOSYS}),
+        ),
     ],
 )
 
 
-def clone_tree(path: str | os.PathLike[str], set_: MountAttr = MountAttr.none(),
-               clear: MountAttr = MountAttr.none(), recursive: bool = True,
-               force: str | None = None) -> DetachedMount:
+def clone_tree(
+    path: str | os.PathLike[str],
+    set_: MountAttr = MountAttr.none(),
+    clear: MountAttr = MountAttr.none(),
+    recursive: bool = True,
+    force: str | None = None,
+) -> DetachedMount:
     return TREE_ATTR(Path(path), set_, clear, recursive, force=force)

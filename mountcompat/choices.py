@@ -47,10 +47,19 @@ class ChoiceLog:
         self._records: list[ChoiceRecord] = []
         self._lock = threading.Lock()
 
-    def add(self, feature: str, strategy: str, outcome: str, *, err: int | None = None,
-            message: str = "", forced: bool = False) -> ChoiceRecord:
-        record = ChoiceRecord(feature, strategy, outcome, err, errno_name(err), message, forced,
-                              time.time())
+    def add(
+        self,
+        feature: str,
+        strategy: str,
+        outcome: str,
+        *,
+        err: int | None = None,
+        message: str = "",
+        forced: bool = False,
+    ) -> ChoiceRecord:
+        record = ChoiceRecord(
+            feature, strategy, outcome, err, errno_name(err), message, forced, time.time()
+        )
         with self._lock:
             self._records.append(record)
         path = os.environ.get(ENV_LOG)
@@ -79,8 +88,8 @@ class ChoiceLog:
 
 LOG = ChoiceLog()
 
-_forced: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
-    "mountcompat_forced", default={}
+_forced: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "mountcompat_forced", default=None
 )
 
 
@@ -96,7 +105,7 @@ def parse_force(text: str) -> dict[str, str]:
 
 
 def forced_strategy(feature: str) -> str | None:
-    from_caller = _forced.get()
+    from_caller = _forced.get() or {}
     if feature in from_caller:
         return from_caller[feature]
     return parse_force(os.environ.get(ENV_FORCE, "")).get(feature)
@@ -108,7 +117,7 @@ def forced(choices: Mapping[str, str]) -> Iterator[None]:
     from mountcompat.strategy import validate_forcing
 
     validate_forcing(choices)
-    token = _forced.set({**_forced.get(), **choices})
+    token = _forced.set({**(_forced.get() or {}), **choices})
     try:
         yield
     finally:

@@ -58,7 +58,7 @@ MOUNT_DETACHED = feature(
 )
 
 
-def clone_detached(source: DetachedMount, recursive: bool = False,
-                   force: str | None = None) -> DetachedMount:
+def clone_detached(
+    source: DetachedMount, recursive: bool = False, force: str | None = None
+) -> DetachedMount:
     return MOUNT_DETACHED(source, recursive, force=force)
-

@@ -57,7 +57,9 @@ class OverlayOptionsTooLong(StrategyUnsupported):
     def __init__(self, strategy: str, length: int, limit: int) -> None:
         self.length, self.limit = length, limit
         super().__init__(
-            "overlay.layers", strategy, errno_module.E2BIG,
+            "overlay.layers",
+            strategy,
+            errno_module.E2BIG,
             f"overlay options are {length} bytes; mount(2) and the pre-6.5 legacy fs context "
             f"accept at most {limit - 1}: use fewer or shorter layer paths, or a kernel with "
             "lowerdir+ (6.7, 6.6.23)",

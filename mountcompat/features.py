@@ -6,8 +6,18 @@ from mountcompat import attrs, detached, images, listing, loop, mountapi, overla
 from mountcompat.strategy import FEATURES, Feature
 
 # The order of the report's rows: from mounting at all, through images, to reading the table.
-ORDER = ("mount.api", "fs.create", "overlay.layers", "erofs.source", "loop.attach",
-         "mount.detached", "mount.attr", "tree.attr", "mounts.list", "path.resolve")
+ORDER = (
+    "mount.api",
+    "fs.create",
+    "overlay.layers",
+    "erofs.source",
+    "loop.attach",
+    "mount.detached",
+    "mount.attr",
+    "tree.attr",
+    "mounts.list",
+    "path.resolve",
+)
 
 
 def ordered() -> list[Feature[object]]:
@@ -15,5 +25,16 @@ def ordered() -> list[Feature[object]]:
     return [FEATURES[f] for f in (*ORDER, *rest) if f in FEATURES]
 
 
-__all__ = ["FEATURES", "ORDER", "ordered", "attrs", "detached", "images", "listing", "loop", "mountapi", "overlay",
-           "resolve"]
+__all__ = [
+    "FEATURES",
+    "ORDER",
+    "attrs",
+    "detached",
+    "images",
+    "listing",
+    "loop",
+    "mountapi",
+    "ordered",
+    "overlay",
+    "resolve",
+]

@@ -36,8 +36,7 @@ def _erofs_file(image: Path, target: Path, attrs: MountAttr) -> AttachedMount:
             return detached.attach(target)
 
 
-def mount_through_loop(fstype: str, image: Path, target: Path, attrs: MountAttr
-                       ) -> AttachedMount:
+def mount_through_loop(fstype: str, image: Path, target: Path, attrs: MountAttr) -> AttachedMount:
     """Attach ``image`` to a read-only autoclear loop device and mount that; the returned
     mount owns the device, so closing it unmounts and then lets the device go."""
     device = attach(image, read_only=True, autoclear=True)
@@ -61,19 +60,30 @@ EROFS_SOURCE = feature(
     "erofs.source",
     "mount an erofs image",
     [
-        Strategy("file", _erofs_file, unsupported=frozenset({errno.ENOTBLK, errno.ENOSYS}),
-                 cache_on=frozenset({errno.ENOSYS})),
+        Strategy(
+            "file",
+            _erofs_file,
+            unsupported=frozenset({errno.ENOTBLK, errno.ENOSYS}),
+            cache_on=frozenset({errno.ENOSYS}),
+        ),
         Strategy("loop", _erofs_loop),
     ],
 )
 
 
-def mount_erofs(image: str | os.PathLike[str], target: str | os.PathLike[str],
-                attrs: MountAttr = MountAttr.none(), force: str | None = None) -> AttachedMount:
+def mount_erofs(
+    image: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    attrs: MountAttr = MountAttr.none(),
+    force: str | None = None,
+) -> AttachedMount:
     return EROFS_SOURCE(Path(image), Path(target), attrs, force=force)
 
 
-def mount_squashfs(image: str | os.PathLike[str], target: str | os.PathLike[str],
-                   attrs: MountAttr = MountAttr.none()) -> AttachedMount:
+def mount_squashfs(
+    image: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    attrs: MountAttr = MountAttr.none(),
+) -> AttachedMount:
     """squashfs has no file-backed mode: always a loop device."""
     return mount_through_loop("squashfs", Path(image), Path(target), attrs)

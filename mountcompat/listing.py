@@ -22,8 +22,14 @@ from mountcompat.mounttable import (
 )
 from mountcompat.strategy import Strategy, feature
 
-BASIC_MASK = (C.STATMOUNT_SB_BASIC | C.STATMOUNT_MNT_BASIC | C.STATMOUNT_PROPAGATE_FROM
-              | C.STATMOUNT_MNT_ROOT | C.STATMOUNT_MNT_POINT | C.STATMOUNT_FS_TYPE)
+BASIC_MASK = (
+    C.STATMOUNT_SB_BASIC
+    | C.STATMOUNT_MNT_BASIC
+    | C.STATMOUNT_PROPAGATE_FROM
+    | C.STATMOUNT_MNT_ROOT
+    | C.STATMOUNT_MNT_POINT
+    | C.STATMOUNT_FS_TYPE
+)
 
 
 def all_mount_ids() -> list[int]:
@@ -66,8 +72,12 @@ MOUNTS_LIST = feature(
     "mounts.list",
     "list the mounts of this mount namespace",
     [
-        Strategy("statmount", _statmount, unsupported=frozenset({errno.ENOSYS}),
-                 cache_on=frozenset({errno.ENOSYS})),
+        Strategy(
+            "statmount",
+            _statmount,
+            unsupported=frozenset({errno.ENOSYS}),
+            cache_on=frozenset({errno.ENOSYS}),
+        ),
         Strategy("mountinfo", _mountinfo),
     ],
 )

@@ -10,6 +10,7 @@ kernel does that itself once the last user (a mount, say) lets go.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -32,36 +33,49 @@ GRAB_ATTEMPTS = 12
 
 class LoopInfo64(ctypes.Structure):
     _fields_ = [
-        ("lo_device", ctypes.c_uint64), ("lo_inode", ctypes.c_uint64),
-        ("lo_rdevice", ctypes.c_uint64), ("lo_offset", ctypes.c_uint64),
-        ("lo_sizelimit", ctypes.c_uint64), ("lo_number", ctypes.c_uint32),
-        ("lo_encrypt_type", ctypes.c_uint32), ("lo_encrypt_key_size", ctypes.c_uint32),
-        ("lo_flags", ctypes.c_uint32), ("lo_file_name", ctypes.c_char * 64),
-        ("lo_crypt_name", ctypes.c_char * 64), ("lo_encrypt_key", ctypes.c_char * 32),
+        ("lo_device", ctypes.c_uint64),
+        ("lo_inode", ctypes.c_uint64),
+        ("lo_rdevice", ctypes.c_uint64),
+        ("lo_offset", ctypes.c_uint64),
+        ("lo_sizelimit", ctypes.c_uint64),
+        ("lo_number", ctypes.c_uint32),
+        ("lo_encrypt_type", ctypes.c_uint32),
+        ("lo_encrypt_key_size", ctypes.c_uint32),
+        ("lo_flags", ctypes.c_uint32),
+        ("lo_file_name", ctypes.c_char * 64),
+        ("lo_crypt_name", ctypes.c_char * 64),
+        ("lo_encrypt_key", ctypes.c_char * 32),
         ("lo_init", ctypes.c_uint64 * 2),
     ]
 
 
 class LoopConfig(ctypes.Structure):
-    _fields_ = [("fd", ctypes.c_uint32), ("block_size", ctypes.c_uint32),
-                ("info", LoopInfo64), ("reserved", ctypes.c_uint64 * 8)]
+    _fields_ = [
+        ("fd", ctypes.c_uint32),
+        ("block_size", ctypes.c_uint32),
+        ("info", LoopInfo64),
+        ("reserved", ctypes.c_uint64 * 8),
+    ]
 
 
 def _ioctl(fd: int, request: int, arg: int | ctypes.Structure, name: str) -> int:
     try:
         if isinstance(arg, ctypes.Structure):
             buf = bytearray(bytes(arg))
-            result = fcntl.ioctl(fd, request, buf, True)
+            result = int(fcntl.ioctl(fd, request, buf, True))
             ctypes.memmove(ctypes.addressof(arg), bytes(buf), len(buf))
             return result
-        return fcntl.ioctl(fd, request, arg)
+        return int(fcntl.ioctl(fd, request, arg))
     except OSError as exc:
         raise raise_errno(exc.errno or 0, name, (fd,)) from None
 
 
 def loop_flags(read_only: bool, autoclear: bool, direct_io: bool) -> int:
-    return ((C.LO_FLAGS_READ_ONLY if read_only else 0) | (C.LO_FLAGS_AUTOCLEAR if autoclear else 0)
-            | (C.LO_FLAGS_DIRECT_IO if direct_io else 0))
+    return (
+        (C.LO_FLAGS_READ_ONLY if read_only else 0)
+        | (C.LO_FLAGS_AUTOCLEAR if autoclear else 0)
+        | (C.LO_FLAGS_DIRECT_IO if direct_io else 0)
+    )
 
 
 def _file_name(backing: str) -> bytes:
@@ -101,11 +115,12 @@ def _grab(request: _Request, configure: Callable[[int, _Request], None]) -> tupl
 
 
 def _configure(dev_fd: int, request: _Request) -> None:
-    """LOOP_CONFIGURE: one ioctl binds the file and sets every flag (5.8, "loop: Add LOOP_CONFIGURE ioctl").
+    """LOOP_CONFIGURE: one ioctl binds the file and sets every flag (5.8).
 
     Before 5.8 the ioctl is unknown: EINVAL (or ENOTTY). A backing file that cannot do direct
     I/O makes the kernel refuse LO_FLAGS_DIRECT_IO with EINVAL on some versions: retried once
     without it."""
+
     def call(direct: bool) -> None:
         config = LoopConfig(fd=request.backing_fd, block_size=0)
         config.info.lo_flags = loop_flags(request.read_only, request.autoclear, direct)
@@ -158,8 +173,11 @@ LOOP_ATTACH = feature(
     "loop.attach",
     "bind a backing file to a free loop device",
     [
-        Strategy("loop-configure", _strategy_configure,
-                 unsupported=frozenset({errno.EINVAL, errno.ENOTTY})),
+        Strategy(
+            "loop-configure",
+            _strategy_configure,
+            unsupported=frozenset({errno.EINVAL, errno.ENOTTY}),
+        ),
         Strategy("set-fd-status", _strategy_set_fd_status),
     ],
 )
@@ -170,10 +188,8 @@ def sysfs_loop(number: int) -> dict[str, str]:
     base = Path(f"/sys/block/loop{number}")
     values = {}
     for name in ("loop/backing_file", "loop/autoclear", "loop/dio", "ro"):
-        try:
+        with contextlib.suppress(OSError):
             values[name.split("/")[-1]] = (base / name).read_text().strip()
-        except OSError:
-            pass
     return values
 
 
@@ -181,7 +197,8 @@ class LoopDevice:
     """An attached loop device; ``close()`` detaches it (or leaves it to autoclear)."""
 
     def __init__(self, number: int, fd: int, backing: Path, notes: list[str]) -> None:
-        self.number, self._fd, self.backing, self.notes = number, fd, backing, notes
+        self.number, self.backing, self.notes = number, backing, notes
+        self._fd: int | None = fd
         info = self.status()
         self.read_only = bool(info.lo_flags & C.LO_FLAGS_READ_ONLY)
         self.autoclear = bool(info.lo_flags & C.LO_FLAGS_AUTOCLEAR)
@@ -219,15 +236,18 @@ class LoopDevice:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:
         return f"LoopDevice({self.path}, backing={str(self.backing)!r})"
 
 
-def _open_backing(path: Path, read_only: bool, direct_io: bool, notes: list[str]) -> tuple[int, bool]:
+def _open_backing(
+    path: Path, read_only: bool, direct_io: bool, notes: list[str]
+) -> tuple[int, bool]:
     flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC
     if direct_io:
         try:
@@ -239,8 +259,14 @@ def _open_backing(path: Path, read_only: bool, direct_io: bool, notes: list[str]
     return os.open(path, flags), False
 
 
-def attach(backing: str | os.PathLike[str], *, read_only: bool = True, autoclear: bool = True,
-           direct_io: bool = False, force: str | None = None) -> LoopDevice:
+def attach(
+    backing: str | os.PathLike[str],
+    *,
+    read_only: bool = True,
+    autoclear: bool = True,
+    direct_io: bool = False,
+    force: str | None = None,
+) -> LoopDevice:
     """Attach ``backing`` to a free loop device, through the ``loop.attach`` feature."""
     path = Path(backing).resolve()
     notes: list[str] = []

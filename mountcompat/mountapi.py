@@ -70,9 +70,15 @@ def create_superblock(ctx: FsContext, force: str | None = None) -> None:
     FS_CREATE(ctx, force=force)
 
 
-def open_fs(fstype: str, source: str | None, options: Options = {},
-            attrs: MountAttr = MountAttr.none()) -> DetachedMount:
+def open_fs(
+    fstype: str,
+    source: str | None,
+    options: Options | None = None,
+    attrs: MountAttr = MountAttr.none(),
+) -> DetachedMount:
     """A detached mount of a new filesystem: needs fsopen (5.2), no fallback."""
+    if options is None:
+        options = {}
     with FsContext.open(fstype) as ctx:
         if source is not None:
             ctx.set_string("source", source)
@@ -81,8 +87,9 @@ def open_fs(fstype: str, source: str | None, options: Options = {},
         return ctx.mount(attrs)
 
 
-def _via_fsmount(fstype: str, source: str | None, target: Path, options: Options,
-                 attrs: MountAttr) -> AttachedMount:
+def _via_fsmount(
+    fstype: str, source: str | None, target: Path, options: Options, attrs: MountAttr
+) -> AttachedMount:
     """fsopen/fsconfig/fsmount/move_mount (5.2). Before 5.2, or where a seccomp filter hides
     the syscalls (container runtimes did, returning ENOSYS): ENOSYS. Preferred because every
     parameter is checked on its own, with the kernel's message, before anything is mounted."""
@@ -99,8 +106,9 @@ def _data_string(options: Options) -> str:
     return ",".join(words)
 
 
-def _via_mount2(fstype: str, source: str | None, target: Path, options: Options,
-                attrs: MountAttr) -> AttachedMount:
+def _via_mount2(
+    fstype: str, source: str | None, target: Path, options: Options, attrs: MountAttr
+) -> AttachedMount:
     """mount(2): every kernel. Needed where fsopen answers ENOSYS. Options travel as one
     comma-separated page, so a value cannot contain a comma."""
     sys_.mount(source, target, fstype, ms_flags(attrs), _data_string(options) or None)
@@ -111,15 +119,26 @@ MOUNT_API = feature(
     "mount.api",
     "mount a filesystem on a path",
     [
-        Strategy("fsmount", _via_fsmount, unsupported=frozenset({errno.ENOSYS}),
-                 cache_on=frozenset({errno.ENOSYS})),
+        Strategy(
+            "fsmount",
+            _via_fsmount,
+            unsupported=frozenset({errno.ENOSYS}),
+            cache_on=frozenset({errno.ENOSYS}),
+        ),
         Strategy("mount2", _via_mount2),
     ],
 )
 
 
-def mount_fs(fstype: str, source: str | None, target: str | os.PathLike[str],
-             options: Options = {}, attrs: MountAttr = MountAttr.none(),
-             force: str | None = None) -> AttachedMount:
+def mount_fs(
+    fstype: str,
+    source: str | None,
+    target: str | os.PathLike[str],
+    options: Options | None = None,
+    attrs: MountAttr = MountAttr.none(),
+    force: str | None = None,
+) -> AttachedMount:
     """Mount ``fstype`` from ``source`` on ``target`` through the ``mount.api`` feature."""
+    if options is None:
+        options = {}
     return MOUNT_API(fstype, source, Path(target), options, attrs, force=force)

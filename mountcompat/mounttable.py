@@ -22,8 +22,11 @@ def unescape(text: str) -> str:
     """Undo mountinfo's octal escapes (``\\040`` space, ``\\011`` tab, ``\\012`` newline,
     ``\\134`` backslash). The kernel escapes whole bytes, so decode as bytes."""
     raw = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
-    return raw.encode("latin-1", "surrogateescape").decode("utf-8", "surrogateescape") \
-        if any(ord(c) > 127 for c in raw) else raw
+    return (
+        raw.encode("latin-1", "surrogateescape").decode("utf-8", "surrogateescape")
+        if any(ord(c) > 127 for c in raw)
+        else raw
+    )
 
 
 @dataclass(frozen=True)
@@ -130,10 +133,15 @@ def find_mount(entries: Iterable[MountEntry], path: str) -> MountEntry | None:
 
 _HEADER = struct.Struct("=IIQIIQIIQQIIQQQQQIIQII")
 _PROPAGATION = ((C.MS_SHARED, "shared"), (C.MS_SLAVE, "master"), (C.MS_UNBINDABLE, "unbindable"))
-_ATTR_WORDS = ((MountAttr.NOSUID, "nosuid"), (MountAttr.NODEV, "nodev"),
-               (MountAttr.NOEXEC, "noexec"), (MountAttr.NOATIME, "noatime"),
-               (MountAttr.NODIRATIME, "nodiratime"), (MountAttr.NOSYMFOLLOW, "nosymfollow"),
-               (MountAttr.IDMAP, "idmapped"))
+_ATTR_WORDS = (
+    (MountAttr.NOSUID, "nosuid"),
+    (MountAttr.NODEV, "nodev"),
+    (MountAttr.NOEXEC, "noexec"),
+    (MountAttr.NOATIME, "noatime"),
+    (MountAttr.NODIRATIME, "nodiratime"),
+    (MountAttr.NOSYMFOLLOW, "nosymfollow"),
+    (MountAttr.IDMAP, "idmapped"),
+)
 
 
 def _string(buf: bytes, mask: int, bit: int, offset: int) -> str | None:
@@ -156,9 +164,30 @@ def attr_options(attrs: MountAttr) -> tuple[str, ...]:
 def parse_statmount(buf: bytes) -> MountEntry:
     """A struct statmount buffer (6.8 on) as a MountEntry. Fields the kernel did not fill in
     (check the returned mask: 6.8 lacks mount options and source) stay empty or None."""
-    (_size, opts_off, mask, major, minor, _magic, _sb_flags, fstype_off, unique_id, parent_unique,
-     mnt_id_old, parent_id_old, mnt_attr, propagation, peer_group, master, propagate_from,
-     root_off, point_off, _ns_id, _subtype_off, source_off) = _HEADER.unpack_from(buf)
+    (
+        _size,
+        opts_off,
+        mask,
+        major,
+        minor,
+        _magic,
+        _sb_flags,
+        fstype_off,
+        unique_id,
+        _parent_unique,
+        mnt_id_old,
+        parent_id_old,
+        mnt_attr,
+        propagation,
+        peer_group,
+        master,
+        propagate_from,
+        root_off,
+        point_off,
+        _ns_id,
+        _subtype_off,
+        source_off,
+    ) = _HEADER.unpack_from(buf)
     prop: list[str] = []
     if propagation & C.MS_SHARED:
         prop.append(f"shared:{peer_group}")
@@ -186,6 +215,13 @@ def parse_statmount(buf: bytes) -> MountEntry:
     )
 
 
-STATMOUNT_WANTED = (C.STATMOUNT_SB_BASIC | C.STATMOUNT_MNT_BASIC | C.STATMOUNT_PROPAGATE_FROM
-                    | C.STATMOUNT_MNT_ROOT | C.STATMOUNT_MNT_POINT | C.STATMOUNT_FS_TYPE
-                    | C.STATMOUNT_MNT_OPTS | C.STATMOUNT_SB_SOURCE)
+STATMOUNT_WANTED = (
+    C.STATMOUNT_SB_BASIC
+    | C.STATMOUNT_MNT_BASIC
+    | C.STATMOUNT_PROPAGATE_FROM
+    | C.STATMOUNT_MNT_ROOT
+    | C.STATMOUNT_MNT_POINT
+    | C.STATMOUNT_FS_TYPE
+    | C.STATMOUNT_MNT_OPTS
+    | C.STATMOUNT_SB_SOURCE
+)

@@ -91,9 +91,11 @@ def _data_only_refusal(spec: OverlaySpec) -> Iterator[None]:
         yield
     except OSError as exc:
         if spec.data and exc.errno == errno.EINVAL:
-            raise Unsupported(errno.EINVAL, "data-only layers (::) refused: "
-                              + "; ".join(getattr(exc, "kernel_messages", []) or [str(exc)])
-                              ) from exc
+            raise Unsupported(
+                errno.EINVAL,
+                "data-only layers (::) refused: "
+                + "; ".join(getattr(exc, "kernel_messages", []) or [str(exc)]),
+            ) from exc
         raise
 
 
@@ -106,6 +108,7 @@ def _finish(ctx: FsContext, spec: OverlaySpec, target: Path, attrs: MountAttr) -
 
 def _with_fds(spec: OverlaySpec, target: Path, attrs: MountAttr, mode: int) -> AttachedMount:
     with ExitStack() as stack, FsContext.open("overlay") as ctx:
+
         def fd(path: Path) -> int:
             opened = os.open(path, mode | os.O_DIRECTORY | os.O_CLOEXEC)
             stack.callback(os.close, opened)
@@ -182,22 +185,39 @@ OVERLAY_LAYERS = feature(
     "overlay.layers",
     "pass overlayfs its layers",
     [
-        Strategy("fd-opath", _fd_opath,
-                 unsupported=frozenset({errno.EINVAL, errno.EBADF, errno.EOPNOTSUPP,
-                                        errno.ENOSYS}),
-                 cache_on=_NO_FSOPEN),
-        Strategy("fd-reopen", _fd_reopen,
-                 unsupported=frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS}),
-                 cache_on=_NO_FSOPEN),
-        Strategy("lowerdir-plus", _lowerdir_plus,
-                 unsupported=frozenset({errno.EINVAL, errno.ENOSYS}), cache_on=_NO_FSOPEN),
-        Strategy("lowerdir-string", _lowerdir_string,
-                 unsupported=frozenset({errno.EINVAL, errno.ENOSYS}), cache_on=_NO_FSOPEN),
+        Strategy(
+            "fd-opath",
+            _fd_opath,
+            unsupported=frozenset({errno.EINVAL, errno.EBADF, errno.EOPNOTSUPP, errno.ENOSYS}),
+            cache_on=_NO_FSOPEN,
+        ),
+        Strategy(
+            "fd-reopen",
+            _fd_reopen,
+            unsupported=frozenset({errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS}),
+            cache_on=_NO_FSOPEN,
+        ),
+        Strategy(
+            "lowerdir-plus",
+            _lowerdir_plus,
+            unsupported=frozenset({errno.EINVAL, errno.ENOSYS}),
+            cache_on=_NO_FSOPEN,
+        ),
+        Strategy(
+            "lowerdir-string",
+            _lowerdir_string,
+            unsupported=frozenset({errno.EINVAL, errno.ENOSYS}),
+            cache_on=_NO_FSOPEN,
+        ),
         Strategy("mount2-data", _mount2_data),
     ],
 )
 
 
-def mount_overlay(spec: OverlaySpec, target: str | os.PathLike[str],
-                  attrs: MountAttr = MountAttr.none(), force: str | None = None) -> AttachedMount:
+def mount_overlay(
+    spec: OverlaySpec,
+    target: str | os.PathLike[str],
+    attrs: MountAttr = MountAttr.none(),
+    force: str | None = None,
+) -> AttachedMount:
     return OVERLAY_LAYERS(spec, Path(target), attrs, force=force)

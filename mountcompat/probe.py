@@ -98,8 +98,7 @@ def _loop(base: Path, force: str | None) -> None:
 
 
 def _detached(base: Path, force: str | None) -> None:
-    with mountapi.open_fs("tmpfs", "probe") as source, \
-            detached.clone_detached(source, force=force):
+    with mountapi.open_fs("tmpfs", "probe") as source, detached.clone_detached(source, force=force):
         pass
 
 
@@ -113,8 +112,10 @@ def _mount_attr(base: Path, force: str | None) -> None:
 
 def _tree_attr(base: Path, force: str | None) -> None:
     (target,) = _dirs(base, "m")
-    with mountapi.mount_fs("tmpfs", "probe", target), \
-            attrs.clone_tree(target, MountAttr.RDONLY, force=force):
+    with (
+        mountapi.mount_fs("tmpfs", "probe", target),
+        attrs.clone_tree(target, MountAttr.RDONLY, force=force),
+    ):
         pass
 
 

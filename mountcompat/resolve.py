@@ -28,8 +28,9 @@ def _openat2(root: Path, path: str, flags: int) -> int:
     atomically, so a rename racing the walk cannot move it outside the root."""
     rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        how = sys_.OpenHow(flags=flags | os.O_CLOEXEC, mode=0,
-                           resolve=C.RESOLVE_IN_ROOT | C.RESOLVE_NO_MAGICLINKS)
+        how = sys_.OpenHow(
+            flags=flags | os.O_CLOEXEC, mode=0, resolve=C.RESOLVE_IN_ROOT | C.RESOLVE_NO_MAGICLINKS
+        )
         return sys_.openat2(rootfd, path, how)
     finally:
         os.close(rootfd)
@@ -83,14 +84,19 @@ PATH_RESOLVE = feature(
     "path.resolve",
     "open a path inside a root directory without escaping it",
     [
-        Strategy("openat2", _openat2, unsupported=frozenset({errno.ENOSYS}),
-                 cache_on=frozenset({errno.ENOSYS})),
+        Strategy(
+            "openat2",
+            _openat2,
+            unsupported=frozenset({errno.ENOSYS}),
+            cache_on=frozenset({errno.ENOSYS}),
+        ),
         Strategy("userspace", _userspace),
     ],
 )
 
 
-def open_in_root(root: str | os.PathLike[str], path: str, flags: int = os.O_RDONLY,
-                 force: str | None = None) -> int:
+def open_in_root(
+    root: str | os.PathLike[str], path: str, flags: int = os.O_RDONLY, force: str | None = None
+) -> int:
     """An fd for ``path`` resolved inside ``root``; the caller closes it."""
     return PATH_RESOLVE(Path(root), path, flags, force=force)

@@ -25,7 +25,7 @@ from mountcompat.errors import (
 T = TypeVar("T")
 
 
-class Unsupported(Exception):  # noqa: N818 -- a signal inside the library, not an error
+class Unsupported(Exception):
     """Raised by a strategy that found, without a failing syscall, that it cannot work here."""
 
     def __init__(self, err: int, message: str) -> None:
@@ -88,8 +88,9 @@ class Feature(Generic[T]):
                 attempts.append(Attempt(s.name, exc.errno, exc.message))
         raise NoStrategyWorked(self.id, attempts)
 
-    def _attempt(self, s: Strategy[T], args: tuple[Any, ...], kwargs: dict[str, Any],
-                 forced: bool) -> T:
+    def _attempt(
+        self, s: Strategy[T], args: tuple[Any, ...], kwargs: dict[str, Any], forced: bool
+    ) -> T:
         try:
             result = s.run(*args, **kwargs)
         except StrategyUnsupported as exc:  # a limit the strategy itself knows (input too long)
@@ -103,8 +104,14 @@ class Feature(Generic[T]):
                 message = _kernel_message(exc)
                 self._unsupported(s, exc.errno, message, forced, cache=exc.errno in s.cache_on)
                 raise StrategyUnsupported(self.id, s.name, exc.errno, message) from exc
-            LOG.add(self.id, s.name, "failed", err=exc.errno, message=_kernel_message(exc),
-                    forced=forced)
+            LOG.add(
+                self.id,
+                s.name,
+                "failed",
+                err=exc.errno,
+                message=_kernel_message(exc),
+                forced=forced,
+            )
             raise
         except BaseException as exc:
             LOG.add(self.id, s.name, "failed", message=repr(exc), forced=forced)
@@ -112,8 +119,9 @@ class Feature(Generic[T]):
         LOG.add(self.id, s.name, "used", forced=forced)
         return result
 
-    def _unsupported(self, s: Strategy[T], err: int | None, message: str, forced: bool,
-                     cache: bool) -> None:
+    def _unsupported(
+        self, s: Strategy[T], err: int | None, message: str, forced: bool, cache: bool
+    ) -> None:
         LOG.add(self.id, s.name, "unsupported", err=err, message=message, forced=forced)
         if cache:
             with self._lock:

@@ -20,6 +20,7 @@ from mountcompat.mounts import unmount
 from mountcompat.mounttable import read_mountinfo
 from mountcompat.testing.plugin import backing_kind, owned_dirs
 
+
 def fstype_of(path: Path) -> str:
     """The filesystem type of the deepest mount containing ``path``."""
     real = os.path.realpath(path)

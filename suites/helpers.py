@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -70,14 +69,16 @@ def unless_nothing_works(feature: str) -> Iterator[None]:
     except NoStrategyWorked as exc:
         assert exc.feature == feature
         records = LOG.records(feature)
-        assert records and all(r.outcome in ("unsupported", "skipped") for r in records[-len(
-            exc.attempts):]), records
+        assert records and all(
+            r.outcome in ("unsupported", "skipped") for r in records[-len(exc.attempts) :]
+        ), records
         pytest.skip(f"no strategy of {feature} works on this kernel: {exc}")
 
 
 def expect_errno(exc: BaseException, *errnos: int) -> None:
     assert isinstance(exc, OSError) and exc.errno in errnos, (
-        f"expected {[errno.errorcode[e] for e in errnos]}, got {exc!r}")
+        f"expected {[errno.errorcode[e] for e in errnos]}, got {exc!r}"
+    )
 
 
 def make_tree(root: Path, files: dict[str, str]) -> Path:
@@ -89,14 +90,18 @@ def make_tree(root: Path, files: dict[str, str]) -> Path:
 
 
 def build_erofs(content: Path, image: Path) -> Path:
-    subprocess.run(["mkfs.erofs", "--quiet", str(image), str(content)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["mkfs.erofs", "--quiet", str(image), str(content)], check=True, capture_output=True
+    )
     return image
 
 
 def build_squashfs(content: Path, image: Path) -> Path:
-    subprocess.run(["mksquashfs", str(content), str(image), "-quiet", "-noappend",
-                    "-no-progress"], check=True, capture_output=True)
+    subprocess.run(
+        ["mksquashfs", str(content), str(image), "-quiet", "-noappend", "-no-progress"],
+        check=True,
+        capture_output=True,
+    )
     return image
 
 

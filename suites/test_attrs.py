@@ -92,8 +92,9 @@ class MountAttrContract(Contract):
         with mount_fs("tmpfs", "mc-top", workdir, force="mount2"):
             sub.mkdir()
             with mount_fs("tmpfs", "mc-sub", sub, force="mount2"):
-                set_mount_attrs(workdir, MountAttr.RDONLY | MountAttr.NODEV, recursive=True,
-                                force=self.strategy)
+                set_mount_attrs(
+                    workdir, MountAttr.RDONLY | MountAttr.NODEV, recursive=True, force=self.strategy
+                )
                 for path in (workdir, sub):
                     entry = mounted_at(path)
                     assert entry.readonly and "nodev" in entry.options, entry
@@ -126,8 +127,9 @@ class TreeAttrContract(Contract):
         clone_at.mkdir()
         with mount_fs("tmpfs", "mc-tree", source, force="mount2"):
             (source / "f").write_text("shared content")
-            with clone_tree(source, MountAttr.RDONLY | MountAttr.NOSUID,
-                            force=self.strategy) as clone:
+            with clone_tree(
+                source, MountAttr.RDONLY | MountAttr.NOSUID, force=self.strategy
+            ) as clone:
                 attached = clone.attach(clone_at)
             with attached:
                 entry = mounted_at(clone_at)
@@ -148,8 +150,7 @@ class TestOpenTreeSetattr(TreeAttrContract):
 
 @pytest.mark.default_choice("tree.attr")
 def test_tree_attr_default(workdir: Path) -> None:
-    with mount_fs("tmpfs", "mc-tree", workdir, force="mount2"), \
-            unless_nothing_works("tree.attr"):
+    with mount_fs("tmpfs", "mc-tree", workdir, force="mount2"), unless_nothing_works("tree.attr"):
         since = LOG.mark()
         clone_tree(workdir, MountAttr.RDONLY).close()
     assert_default_choice("tree.attr", since)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from helpers import Contract, assert_default_choice, mounted_at, not_mounted
 
-from mountcompat import clone_detached, mount_fs, open_fs
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
+from mountcompat import clone_detached, mount_fs, open_fs
 from mountcompat.choices import LOG
 from mountcompat.mounts import DetachedMount
 

@@ -54,9 +54,12 @@ def write_device(path: Path, data: bytes) -> None:
 
 
 def losetup_entry(device: Path) -> dict[str, object]:
-    out = subprocess.run(["losetup", "--json", "--list", "--output",
-                          "NAME,BACK-FILE,RO,AUTOCLEAR,DIO", str(device)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["losetup", "--json", "--list", "--output", "NAME,BACK-FILE,RO,AUTOCLEAR,DIO", str(device)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     (entry,) = json.loads(out.stdout)["loopdevices"]
     return dict(entry)
 

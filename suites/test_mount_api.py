@@ -21,8 +21,9 @@ class MountApiContract(Contract):
     def test_tmpfs_is_mounted_listed_and_usable(self, workdir: Path) -> None:
         target = workdir / "m"
         target.mkdir()
-        with mount_fs("tmpfs", "mc-api", target, {"size": "4m", "mode": "0750"},
-                      force=self.strategy):
+        with mount_fs(
+            "tmpfs", "mc-api", target, {"size": "4m", "mode": "0750"}, force=self.strategy
+        ):
             entry = mounted_at(target)
             assert (entry.fstype, entry.source) == ("tmpfs", "mc-api")
             assert "size=4096k" in entry.super_options
@@ -35,8 +36,9 @@ class MountApiContract(Contract):
     def test_read_only_and_nosuid_attributes(self, workdir: Path) -> None:
         target = workdir / "m"
         target.mkdir()
-        with mount_fs("tmpfs", "mc-api", target, {}, MountAttr.RDONLY | MountAttr.NOSUID,
-                      force=self.strategy):
+        with mount_fs(
+            "tmpfs", "mc-api", target, {}, MountAttr.RDONLY | MountAttr.NOSUID, force=self.strategy
+        ):
             entry = mounted_at(target)
             assert entry.readonly and "nosuid" in entry.options
             with pytest.raises(OSError) as caught:

@@ -13,15 +13,19 @@ from mountcompat import MountAttr, list_mounts, mount_fs
 from mountcompat.choices import LOG
 from mountcompat.mounttable import MountEntry, build_tree, read_mountinfo, walk
 
-COMPARED_ATTRS = (MountAttr.RDONLY | MountAttr.NOSUID | MountAttr.NODEV | MountAttr.NOEXEC
-                  | MountAttr.NOSYMFOLLOW)
+COMPARED_ATTRS = (
+    MountAttr.RDONLY | MountAttr.NOSUID | MountAttr.NODEV | MountAttr.NOEXEC | MountAttr.NOSYMFOLLOW
+)
 
 
 def findmnt() -> list[dict[str, str]]:
     require_tool("findmnt")
-    out = subprocess.run(["findmnt", "--json", "--list", "--output",
-                          "ID,PARENT,TARGET,SOURCE,FSTYPE,VFS-OPTIONS"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["findmnt", "--json", "--list", "--output", "ID,PARENT,TARGET,SOURCE,FSTYPE,VFS-OPTIONS"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return list(json.loads(out.stdout)["filesystems"])
 
 
@@ -54,9 +58,15 @@ class MountsListContract(Contract):
         for i, name in enumerate(names):
             target = workdir / name
             target.mkdir()
-            mounted.append(mount_fs("tmpfs", f"mc-table-{i}", target,
-                                    attrs=MountAttr.NOEXEC if i % 2 else MountAttr.none(),
-                                    force="mount2"))
+            mounted.append(
+                mount_fs(
+                    "tmpfs",
+                    f"mc-table-{i}",
+                    target,
+                    attrs=MountAttr.NOEXEC if i % 2 else MountAttr.none(),
+                    force="mount2",
+                )
+            )
         try:
             entries = list_mounts(force=self.strategy)
             agree(entries, findmnt())
@@ -92,7 +102,7 @@ def test_statmount_and_mountinfo_give_the_same_entries() -> None:
     """Same entry type whatever the source: ids, points, types, parents agree."""
     try:
         from_statmount = list_mounts(force="statmount")
-    except Exception as exc:  # noqa: BLE001 - absent before 6.8: nothing to compare
+    except Exception as exc:
         pytest.skip(f"statmount unavailable: {exc}")
     from_mountinfo = read_mountinfo()
     key = lambda e: (e.mount_id, e.parent_id, e.mountpoint, e.fstype, e.root)  # noqa: E731

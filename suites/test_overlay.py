@@ -52,8 +52,9 @@ class OverlayContract(Contract):
         upper, work, target = backing / "u", backing / "w", backing / "m"
         for d in (upper, work, target):
             d.mkdir()
-        with mount_overlay(OverlaySpec(lower=(l1, l2), upper=upper, work=work), target,
-                           force=self.strategy):
+        with mount_overlay(
+            OverlaySpec(lower=(l1, l2), upper=upper, work=work), target, force=self.strategy
+        ):
             (target / "new").write_text("written")
             (target / "only2").unlink()
             assert (upper / "new").read_text() == "written"
@@ -88,8 +89,9 @@ class OverlayContract(Contract):
         target = base / ("mnt " + AWKWARD_NAME)
         for d in (upper, work, target):
             d.mkdir()
-        with mount_overlay(OverlaySpec(lower=(l1,), upper=upper, work=work), target,
-                           force=self.strategy):
+        with mount_overlay(
+            OverlaySpec(lower=(l1,), upper=upper, work=work), target, force=self.strategy
+        ):
             assert mounted_at(target).mountpoint == str(target)
             assert (target / "a").read_text() == "awkward lower"
             (target / "b").write_text("b")

@@ -33,8 +33,9 @@ def read_fd(fd: int) -> str:
 class ResolveContract(Contract):
     feature = "path.resolve"
 
-    @pytest.mark.parametrize("path", ["abs-link", "data/climb", "/../../etc/passwd",
-                                      "data/../../etc/passwd"])
+    @pytest.mark.parametrize(
+        "path", ["abs-link", "data/climb", "/../../etc/passwd", "data/../../etc/passwd"]
+    )
     def test_escapes_stay_inside(self, workdir: Path, path: str) -> None:
         root = jail(workdir)
         assert read_fd(open_in_root(root, path, force=self.strategy)) == "the jail's passwd"

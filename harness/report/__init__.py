@@ -39,23 +39,35 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(roots: Iterable[Path], out_dir: Path,
-                 expectations_path: Path = DEFAULT_EXPECTATIONS) -> dict[str, Any]:
+def write_report(
+    roots: Iterable[Path], out_dir: Path, expectations_path: Path = DEFAULT_EXPECTATIONS
+) -> dict[str, Any]:
     """Build matrix.json and report.html in ``out_dir`` from the kernel directories under
     ``roots``; the previous matrix.json there becomes the comparison baseline."""
     roots = list(roots)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategies, summaries = library_strategies()
     run = _read_json(out_dir / "run.json") or next(
-        (r for r in (_read_json(root / "run.json") for root in roots) if r), None)
+        (r for r in (_read_json(root / "run.json") for root in roots) if r), None
+    )
     previous = _read_json(out_dir / "previous-matrix.json")
-    matrix = build_matrix(find_kernel_dirs(roots), strategies, summaries,
-                          load_expectations(expectations_path), out_dir, run, previous)
+    matrix = build_matrix(
+        find_kernel_dirs(roots),
+        strategies,
+        summaries,
+        load_expectations(expectations_path),
+        out_dir,
+        run,
+        previous,
+    )
     _write(out_dir / "matrix.json", json.dumps(matrix, indent=2, sort_keys=True))
     _write(out_dir / "report.html", render_report(matrix, out_dir))
     return matrix
 
 
 def surprise_lines(matrix: dict[str, Any]) -> list[str]:
-    return [f"{c['kernel']}: {c['feature']}/{c['strategy']} is {c['outcome']}, expected "
-            f"{c['expected']} ({c['expected_because']})" for c in matrix["surprises"]]
+    return [
+        f"{c['kernel']}: {c['feature']}/{c['strategy']} is {c['outcome']}, expected "
+        f"{c['expected']} ({c['expected_because']})"
+        for c in matrix["surprises"]
+    ]

@@ -17,11 +17,22 @@ from harness.report import DEFAULT_EXPECTATIONS, REPO, surprise_lines, write_rep
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="nox -s report --")
     p.add_argument("dirs", nargs="*", type=Path, help="results directories (default: results/)")
-    p.add_argument("--out", type=Path, help="where matrix.json and report.html go "
-                   "(default: the single DIR given, else results/)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="where matrix.json and report.html go (default: the single DIR given, else results/)",
+    )
     p.add_argument("--expectations", type=Path, default=DEFAULT_EXPECTATIONS)
-    p.add_argument("--allow-surprises", action="store_true",
-                   help="exit 0 even when outcomes contradict the expectations")
+    p.add_argument(
+        "--allow-surprises",
+        action="store_true",
+        help="exit 0 even when outcomes contradict the expectations",
+    )
+    p.add_argument(
+        "--browser-check",
+        action="store_true",
+        help="then open the report in headless Chromium, check it, screenshot it",
+    )
     args = p.parse_args(argv)
     dirs = args.dirs or [REPO / "results"]
     out = args.out or (dirs[0] if len(dirs) == 1 else REPO / "results")
@@ -39,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     surprises = surprise_lines(matrix)
     for line in surprises:
         print(f"surprise: {line}")
+    if args.browser_check:
+        from harness.report.browser import main as browser_main
+
+        if browser_main([str(out / "report.html")]) != 0:
+            return 1
     return 5 if surprises and not args.allow_surprises else 0
 
 

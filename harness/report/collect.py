@@ -79,12 +79,28 @@ def _relative(path: Path, base: Path) -> str:
 
 def kernel_entry(k: KernelDir, out_dir: Path) -> dict[str, Any]:
     info = k.kernel
-    packages = [{key: p.get(key) for key in ("name", "version", "sha256", "suite", "url", "file")
-                 if p.get(key) is not None} for p in info.get("packages", [])]
-    files = {name: _relative(k.path / name, out_dir)
-             for name in ("console.log", "pytest.log", "junit.xml", "dmesg.txt", "config",
-                          "reproduce.sh", "outcomes.json", "probe.json")
-             if (k.path / name).exists()}
+    packages = [
+        {
+            key: p.get(key)
+            for key in ("name", "version", "sha256", "suite", "url", "file")
+            if p.get(key) is not None
+        }
+        for p in info.get("packages", [])
+    ]
+    files = {
+        name: _relative(k.path / name, out_dir)
+        for name in (
+            "console.log",
+            "pytest.log",
+            "junit.xml",
+            "dmesg.txt",
+            "config",
+            "reproduce.sh",
+            "outcomes.json",
+            "probe.json",
+        )
+        if (k.path / name).exists()
+    }
     return {
         "name": k.name,
         "note": info.get("note", ""),
@@ -99,7 +115,8 @@ def kernel_entry(k: KernelDir, out_dir: Path) -> dict[str, Any]:
         "qemu": info.get("qemu"),
         "virtme_ng": info.get("virtme_ng"),
         "boot_seconds": info.get("boot_seconds"),
-        "test_seconds": round(k.guest["suites_seconds"], 1) if "suites_seconds" in k.guest
+        "test_seconds": round(k.guest["suites_seconds"], 1)
+        if "suites_seconds" in k.guest
         else None,
         "wall_seconds": info.get("wall_seconds"),
         "reproduce": info.get("reproduce"),
@@ -121,8 +138,11 @@ def facts_of(k: KernelDir) -> KernelFacts:
 
 
 def _evidence(cell: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, Any]:
-    by_test = {t["nodeid"]: t for t in tests if t.get("feature") == cell["feature"]
-               and t.get("strategy") == cell["strategy"]}
+    by_test = {
+        t["nodeid"]: t
+        for t in tests
+        if t.get("feature") == cell["feature"] and t.get("strategy") == cell["strategy"]
+    }
     records = []
     for t in by_test.values():
         records.extend(t.get("records", [])[:6])
@@ -136,8 +156,9 @@ def _evidence(cell: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-def kernel_cells(k: KernelDir, strategies: list[tuple[str, str]], expectations: Expectations
-                 ) -> list[dict[str, Any]]:
+def kernel_cells(
+    k: KernelDir, strategies: list[tuple[str, str]], expectations: Expectations
+) -> list[dict[str, Any]]:
     ran = {(c["feature"], c["strategy"]): c for c in k.outcomes.get("cells", [])}
     tests = k.outcomes.get("tests", [])
     facts = facts_of(k)
@@ -149,33 +170,54 @@ def kernel_cells(k: KernelDir, strategies: list[tuple[str, str]], expectations: 
         if cell is None or status != "ok":
             reason = f"kernel {status}" if status != "ok" else "no test ran for this strategy"
             outcome, backings = "not-run", []
-            evidence = {"tests": [], "errno": None, "errname": None, "message": reason,
-                        "limits": [], "records": []}
+            evidence: dict[str, Any] = {
+                "tests": [],
+                "errno": None,
+                "errname": None,
+                "message": reason,
+                "limits": [],
+                "records": [],
+            }
         else:
-            outcome, evidence, backings = cell["outcome"], _evidence(cell, tests), \
-                cell.get("backings", [])
+            outcome, evidence, backings = (
+                cell["outcome"],
+                _evidence(cell, tests),
+                cell.get("backings", []),
+            )
         surprise = outcome == "broken" or (
-            outcome in ("works", "unsupported") and expected in ("works", "unsupported")
-            and outcome != expected)
-        cells.append({
-            "kernel": k.name, "feature": feature, "strategy": strategy, "outcome": outcome,
-            "expected": expected, "expected_because": why, "surprise": surprise,
-            "evidence": evidence, "backings": backings,
-        })
+            outcome in ("works", "unsupported")
+            and expected in ("works", "unsupported")
+            and outcome != expected
+        )
+        cells.append(
+            {
+                "kernel": k.name,
+                "feature": feature,
+                "strategy": strategy,
+                "outcome": outcome,
+                "expected": expected,
+                "expected_because": why,
+                "surprise": surprise,
+                "evidence": evidence,
+                "backings": backings,
+            }
+        )
     return cells
 
 
-def compare(cells: list[dict[str, Any]], kernels: list[dict[str, Any]],
-            previous: dict[str, Any] | None) -> dict[str, Any]:
+def compare(
+    cells: list[dict[str, Any]], kernels: list[dict[str, Any]], previous: dict[str, Any] | None
+) -> dict[str, Any]:
     """Against the previous matrix: new, fixed, regressed, flaky (changed with the same
     kernel packages), per cell."""
     if not previous:
         return {"previous": None, "changes": []}
     before = {(c["kernel"], c["feature"], c["strategy"]): c for c in previous.get("cells", [])}
-    packages_before = {k["name"]: [p.get("sha256") for p in k.get("packages", [])]
-                       for k in previous.get("kernels", [])}
-    packages_now = {k["name"]: [p.get("sha256") for p in k.get("packages", [])]
-                    for k in kernels}
+    packages_before = {
+        k["name"]: [p.get("sha256") for p in k.get("packages", [])]
+        for k in previous.get("kernels", [])
+    }
+    packages_now = {k["name"]: [p.get("sha256") for p in k.get("packages", [])] for k in kernels}
     rank = {"works": 2, "unsupported": 1, "broken": 0}
     changes = []
     for cell in cells:
@@ -191,44 +233,79 @@ def compare(cells: list[dict[str, Any]], kernels: list[dict[str, Any]],
             kind = "fixed"
         else:
             kind = "regressed"
-        changes.append({"kernel": key[0], "feature": key[1], "strategy": key[2], "kind": kind,
-                        "was": old["outcome"] if old else None, "now": cell["outcome"]})
+        changes.append(
+            {
+                "kernel": key[0],
+                "feature": key[1],
+                "strategy": key[2],
+                "kind": kind,
+                "was": old["outcome"] if old else None,
+                "now": cell["outcome"],
+            }
+        )
     return {"previous": previous.get("generated"), "changes": changes}
 
 
 def default_entry(kernel: str, feature: str, value: Any) -> dict[str, Any]:
     if isinstance(value, str):  # a single answer
         return {"kernel": kernel, "feature": feature, "strategy": value, "by_backing": {}}
-    return {"kernel": kernel, "feature": feature, "strategy": value.get("strategy"),
-            "by_backing": value.get("by_backing", {})}
+    return {
+        "kernel": kernel,
+        "feature": feature,
+        "strategy": value.get("strategy"),
+        "by_backing": value.get("by_backing", {}),
+    }
 
 
-def build_matrix(kernel_dirs: list[KernelDir], strategies: list[tuple[str, str]],
-                 summaries: dict[str, str], expectations: Expectations, out_dir: Path,
-                 run: dict[str, Any] | None = None, previous: dict[str, Any] | None = None
-                 ) -> dict[str, Any]:
+def build_matrix(
+    kernel_dirs: list[KernelDir],
+    strategies: list[tuple[str, str]],
+    summaries: dict[str, str],
+    expectations: Expectations,
+    out_dir: Path,
+    run: dict[str, Any] | None = None,
+    previous: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     order = {name: i for i, name in enumerate((run or {}).get("kernels", []))}
     kernel_dirs = sorted(kernel_dirs, key=lambda k: (order.get(k.name, len(order)), k.name))
     kernels = [kernel_entry(k, out_dir) for k in kernel_dirs]
     cells = [c for k in kernel_dirs for c in kernel_cells(k, strategies, expectations)]
-    defaults = [default_entry(k.name, f, d) for k in kernel_dirs
-                for f, d in sorted(k.outcomes.get("defaults", {}).items())]
-    features = []
+    defaults = [
+        default_entry(k.name, f, d)
+        for k in kernel_dirs
+        for f, d in sorted(k.outcomes.get("defaults", {}).items())
+    ]
+    features: list[dict[str, Any]] = []
     for feature, strategy in strategies:
         if not features or features[-1]["id"] != feature:
-            features.append({"id": feature, "summary": summaries.get(feature, ""),
-                             "strategies": []})
+            features.append(
+                {"id": feature, "summary": summaries.get(feature, ""), "strategies": []}
+            )
         features[-1]["strategies"].append(strategy)
+    run_keys = (
+        "host",
+        "host_kernel",
+        "accelerator",
+        "accelerator_reason",
+        "wall_seconds",
+        "started",
+        "downloaded_bytes",
+        "virtiofsd",
+        "qemu",
+        "virtme_ng",
+    )
     return {
         "schema": SCHEMA,
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "run": run or {},
+        "run": {**dict.fromkeys(run_keys), **(run or {})},
         "kernels": kernels,
         "features": features,
         "cells": cells,
         "defaults": defaults,
         "surprises": [c for c in cells if c["surprise"]],
         "comparison": compare(cells, kernels, previous),
-        "totals": {o: sum(1 for c in cells if c["outcome"] == o)
-                   for o in ("works", "unsupported", "broken", "not-run")},
+        "totals": {
+            o: sum(1 for c in cells if c["outcome"] == o)
+            for o in ("works", "unsupported", "broken", "not-run")
+        },
     }

@@ -58,11 +58,13 @@ def _holds(condition: Mapping[str, Any], facts: KernelFacts) -> tuple[bool, list
         ok &= have
         reasons.append(f"{condition['config']}={value or 'unset'}")
     if "min_release" in condition:
-        have = facts.release is not None and \
-            release_tuple(facts.release) >= release_tuple(str(condition["min_release"]))
+        have = facts.release is not None and release_tuple(facts.release) >= release_tuple(
+            str(condition["min_release"])
+        )
         ok &= have
-        reasons.append(f"release {facts.release} {'>=' if have else '<'} "
-                       f"{condition['min_release']}")
+        reasons.append(
+            f"release {facts.release} {'>=' if have else '<'} {condition['min_release']}"
+        )
     if "tags_any" in condition:
         have = bool(set(condition["tags_any"]) & set(facts.tags))
         ok &= have
@@ -105,6 +107,10 @@ def load_expectations(path: Path) -> Expectations:
             raise ConfigError(str(path), None, str(feature), "expected a mapping of strategies")
         for strategy, condition in strategies.items():
             if not isinstance(condition, dict) or set(condition) - CONDITION_KEYS:
-                raise ConfigError(str(path), None, f"{feature}.{strategy}",
-                                  f"conditions are a mapping of {sorted(CONDITION_KEYS)}")
+                raise ConfigError(
+                    str(path),
+                    None,
+                    f"{feature}.{strategy}",
+                    f"conditions are a mapping of {sorted(CONDITION_KEYS)}",
+                )
     return Expectations(path, data)

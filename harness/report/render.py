@@ -23,8 +23,13 @@ def console_excerpt(path: Path) -> dict[str, Any] | None:
         return None
     if len(lines) <= CONSOLE_HEAD + CONSOLE_TAIL:
         return {"text": "\n".join(lines), "lines": len(lines), "cut": False}
-    text = "\n".join([*lines[:CONSOLE_HEAD], f"[... {len(lines) - CONSOLE_HEAD - CONSOLE_TAIL}"
-                      " lines cut: see console.log ...]", *lines[-CONSOLE_TAIL:]])
+    text = "\n".join(
+        [
+            *lines[:CONSOLE_HEAD],
+            f"[... {len(lines) - CONSOLE_HEAD - CONSOLE_TAIL} lines cut: see console.log ...]",
+            *lines[-CONSOLE_TAIL:],
+        ]
+    )
     return {"text": text, "lines": len(lines), "cut": True}
 
 
@@ -43,7 +48,12 @@ def render_report(matrix: dict[str, Any], out_dir: Path) -> str:
         consoles[k["name"]] = console_excerpt(out_dir / rel) if rel else None
     template = env.get_template("report.html.j2")
     return template.render(
-        m=matrix, cells=cells, cell_ids=cell_ids, defaults=defaults, consoles=consoles,
+        m=matrix,
+        cells=cells,
+        cell_ids=cell_ids,
+        defaults=defaults,
+        consoles=consoles,
         kernel_files={k["name"]: k["files"] for k in matrix["kernels"]},
-        css=_static("report.css"), js=_static("report.js"),
+        css=_static("report.css"),
+        js=_static("report.js"),
     )

@@ -69,14 +69,25 @@ def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> C
     else:
         outcome = "not-run"
     telling = _first(evidence, outcome if outcome != "works" else "unsupported")
-    limits = [f"{e.nodeid}: {e.errname}" for e in evidence if e.verdict == "unsupported"] \
-        if outcome == "works" else []
+    limits = (
+        [f"{e.nodeid}: {e.errname}" for e in evidence if e.verdict == "unsupported"]
+        if outcome == "works"
+        else []
+    )
     return Cell(
         feature=feature,
         strategy=strategy,
         outcome=outcome,
-        tests=[{"nodeid": e.nodeid, "verdict": e.verdict, "errname": e.errname,
-                "message": e.message[:2000], "backing": e.backing} for e in evidence],
+        tests=[
+            {
+                "nodeid": e.nodeid,
+                "verdict": e.verdict,
+                "errname": e.errname,
+                "message": e.message[:2000],
+                "backing": e.backing,
+            }
+            for e in evidence
+        ],
         limits=limits,
         backings=sorted({e.backing for e in evidence if e.backing}),
         errno=telling.errno if telling and outcome != "works" else None,
@@ -85,8 +96,9 @@ def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> C
     )
 
 
-def aggregate(evidence: Iterable[TestEvidence],
-              known_cells: Iterable[tuple[str, str]] = ()) -> list[Cell]:
+def aggregate(
+    evidence: Iterable[TestEvidence], known_cells: Iterable[tuple[str, str]] = ()
+) -> list[Cell]:
     """Cells for every (feature, strategy) with evidence, plus ``known_cells`` as not-run."""
     by_cell: dict[tuple[str, str], list[TestEvidence]] = {c: [] for c in known_cells}
     for e in evidence:

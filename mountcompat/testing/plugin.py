@@ -41,11 +41,17 @@ collector_key = pytest.StashKey["Collector"]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mountcompat")
     group.addoption("--mountcompat-results", metavar="FILE", help="write verdicts as JSON")
-    group.addoption("--mountcompat-scratch", metavar="DIR", default="/var/tmp",
-                    help="disk-backed or shared directory for the 'disk' backing "
-                         "(default: %(default)s)")
-    group.addoption("--mountcompat-no-namespace", action="store_true",
-                    help="stay in the caller's mount namespace")
+    group.addoption(
+        "--mountcompat-scratch",
+        metavar="DIR",
+        default="/var/tmp",
+        help="disk-backed or shared directory for the 'disk' backing (default: %(default)s)",
+    )
+    group.addoption(
+        "--mountcompat-no-namespace",
+        action="store_true",
+        help="stay in the caller's mount namespace",
+    )
 
 
 class Collector:
@@ -124,8 +130,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[records_mark] = LOG.mark()
 
 
-def _verdict(report: pytest.TestReport, excinfo: pytest.ExceptionInfo[BaseException] | None,
-             cell: tuple[str, str], used: bool) -> tuple[str, int | None, str | None, str]:
+def _verdict(
+    report: pytest.TestReport,
+    excinfo: pytest.ExceptionInfo[BaseException] | None,
+    cell: tuple[str, str],
+    used: bool,
+) -> tuple[str, int | None, str | None, str]:
     exc = excinfo.value if excinfo is not None else None
     if isinstance(exc, StrategyUnsupported) and (exc.feature, exc.strategy) == cell:
         from mountcompat.errors import errno_name
@@ -144,8 +154,9 @@ def _verdict(report: pytest.TestReport, excinfo: pytest.ExceptionInfo[BaseExcept
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Generator[None, Any, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     cells = _cells(item)
@@ -165,16 +176,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
         verdict, err, errname, message = _verdict(report, call.excinfo, cell, cell in used)
         if verdict == "unsupported" and report.when == "call":
             report.outcome = "skipped"
-            report.longrepr = (str(item.path), item.location[1] or 0,
-                               f"unsupported: {cell[0]}={cell[1]}: {errname}: {message}")
+            report.longrepr = (
+                str(item.path),
+                item.location[1] or 0,
+                f"unsupported: {cell[0]}={cell[1]}: {errname}: {message}",
+            )
         elif verdict == "broken" and report.passed:
             report.outcome = "failed"
             report.longrepr = f"{cell[0]}={cell[1]}: {message}"
-        items.append(TestEvidence(
-            nodeid=item.nodeid, feature=cell[0], strategy=cell[1], verdict=verdict, errno=err,
-            errname=errname, message=message, backing=item.stash.get(backing_kind, None),
-            records=[r for r in records if r["feature"] == cell[0]], duration=report.duration,
-        ).to_json())
+        items.append(
+            TestEvidence(
+                nodeid=item.nodeid,
+                feature=cell[0],
+                strategy=cell[1],
+                verdict=verdict,
+                errno=err,
+                errname=errname,
+                message=message,
+                backing=item.stash.get(backing_kind, None),
+                records=[r for r in records if r["feature"] == cell[0]],
+                duration=report.duration,
+            ).to_json()
+        )
     report.user_properties.append((PROPERTY, json.dumps({"items": items, "records": records})))
 
 
@@ -206,5 +229,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return (f"mountcompat: kernel {platform.release()}, timeout factor {timeout_factor():g}, "
-            f"private mount namespace: {os.geteuid() == 0}")
+    return (
+        f"mountcompat: kernel {platform.release()}, timeout factor {timeout_factor():g}, "
+        f"private mount namespace: {os.geteuid() == 0}"
+    )

@@ -58,19 +58,52 @@ def statmount_buffer(strings: dict[str, str], mask: int) -> bytes:
         blob += text.encode() + b"\0"
     header = struct.pack(
         "=IIQIIQIIQQIIQQQQQIIQII",
-        512, offsets.get("opts", 0), mask, 0, 33, 0x858458F6, 0, offsets["fstype"],
-        1 << 32 | 7, 1 << 32 | 1, 40, 21, int(MountAttr.RDONLY | MountAttr.NOSUID),
-        C.MS_SHARED, 5, 0, 0, offsets["root"], offsets["point"], 0, 0, offsets.get("source", 0),
+        512,
+        offsets.get("opts", 0),
+        mask,
+        0,
+        33,
+        0x858458F6,
+        0,
+        offsets["fstype"],
+        1 << 32 | 7,
+        1 << 32 | 1,
+        40,
+        21,
+        int(MountAttr.RDONLY | MountAttr.NOSUID),
+        C.MS_SHARED,
+        5,
+        0,
+        0,
+        offsets["root"],
+        offsets["point"],
+        0,
+        0,
+        offsets.get("source", 0),
     )
     return header.ljust(512, b"\0") + blob
 
 
 def test_statmount_gives_the_same_entry_type() -> None:
-    mask = (C.STATMOUNT_SB_BASIC | C.STATMOUNT_MNT_BASIC | C.STATMOUNT_MNT_ROOT
-            | C.STATMOUNT_MNT_POINT | C.STATMOUNT_FS_TYPE | C.STATMOUNT_SB_SOURCE
-            | C.STATMOUNT_MNT_OPTS)
-    buf = statmount_buffer({"fstype": "tmpfs", "root": "/", "point": "/mnt/a b",
-                            "source": "my src", "opts": "size=1024k"}, mask)
+    mask = (
+        C.STATMOUNT_SB_BASIC
+        | C.STATMOUNT_MNT_BASIC
+        | C.STATMOUNT_MNT_ROOT
+        | C.STATMOUNT_MNT_POINT
+        | C.STATMOUNT_FS_TYPE
+        | C.STATMOUNT_SB_SOURCE
+        | C.STATMOUNT_MNT_OPTS
+    )
+    buf = statmount_buffer(
+        {
+            "fstype": "tmpfs",
+            "root": "/",
+            "point": "/mnt/a b",
+            "source": "my src",
+            "opts": "size=1024k",
+        },
+        mask,
+    )
     entry = parse_statmount(buf)
     assert (entry.mount_id, entry.parent_id, entry.minor) == (40, 21, 33)
     assert entry.mountpoint == "/mnt/a b" and entry.fstype == "tmpfs"
@@ -81,8 +114,8 @@ def test_statmount_gives_the_same_entry_type() -> None:
 
 def test_statmount_fields_not_in_the_mask_stay_empty() -> None:
     """6.8 fills no source or mount options: the entry says None, not a guess."""
-    mask = (C.STATMOUNT_MNT_BASIC | C.STATMOUNT_MNT_ROOT | C.STATMOUNT_MNT_POINT
-            | C.STATMOUNT_FS_TYPE)
-    entry = parse_statmount(statmount_buffer({"fstype": "proc", "root": "/", "point": "/p"},
-                                             mask))
+    mask = (
+        C.STATMOUNT_MNT_BASIC | C.STATMOUNT_MNT_ROOT | C.STATMOUNT_MNT_POINT | C.STATMOUNT_FS_TYPE
+    )
+    entry = parse_statmount(statmount_buffer({"fstype": "proc", "root": "/", "point": "/p"}, mask))
     assert entry.source is None and entry.super_options == ()

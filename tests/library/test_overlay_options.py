@@ -17,6 +17,10 @@ def test_lowerdir_with_data_layers() -> None:
 
 
 def test_data_string_with_upper_and_options() -> None:
-    spec = OverlaySpec(lower=(Path("/l"),), upper=Path("/u,1"), work=Path("/w"),
-                       options={"redirect_dir": "on", "userxattr": None})
+    spec = OverlaySpec(
+        lower=(Path("/l"),),
+        upper=Path("/u,1"),
+        work=Path("/w"),
+        options={"redirect_dir": "on", "userxattr": None},
+    )
     assert data_string(spec) == "lowerdir=/l,upperdir=/u\\,1,workdir=/w,redirect_dir=on,userxattr"

@@ -29,7 +29,9 @@ def cells(data: dict) -> dict:
 
 
 def test_verdicts(pytester: pytest.Pytester) -> None:
-    result, data = run(pytester, """
+    result, data = run(
+        pytester,
+        """
 @pytest.mark.strategy("path.resolve", "openat2")
 def test_works():
     os.close(open_in_root("/", "etc", force="openat2"))
@@ -45,7 +47,8 @@ def test_refused():
 @pytest.mark.strategy("mount.api", "mount2")
 def test_fails():
     assert False
-""")
+""",
+    )
     result.assert_outcomes(passed=1, failed=2, skipped=1)
     assert cells(data) == {
         ("path.resolve", "openat2"): "works",
@@ -56,7 +59,9 @@ def test_fails():
 
 
 def test_a_leaked_mount_fails_the_test(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    result, data = run(pytester, f"""
+    result, data = run(
+        pytester,
+        f"""
 @pytest.mark.strategy("mount.api", "mount2")
 def test_leaks():
     os.makedirs("{tmp_path}/m", exist_ok=True)
@@ -65,15 +70,17 @@ def test_leaks():
 @pytest.mark.strategy("mount.api", "fsmount")
 def test_leaks_an_fd():
     os.open("/", os.O_RDONLY)
-""")
+""",
+    )
     result.assert_outcomes(passed=1, failed=1, errors=2)  # the fd test never used fsmount
     assert "mount left behind" in result.stdout.str()
     assert "file descriptor left open" in result.stdout.str()
     assert cells(data) == {("mount.api", "mount2"): "broken", ("mount.api", "fsmount"): "broken"}
 
 
-def test_runs_in_a_private_mount_namespace(pytester: pytest.Pytester,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_runs_in_a_private_mount_namespace(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
 
     monkeypatch.setenv("OUTER_NS", os.readlink("/proc/self/ns/mnt"))

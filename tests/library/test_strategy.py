@@ -28,11 +28,19 @@ def make_feature(first_errno: int | None) -> Feature[str]:
     def second() -> str:
         return "second"
 
-    return Feature("test.feature", "a test feature", [
-        Strategy("first", first, unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
-                 cache_on=frozenset({errno.ENOSYS})),
-        Strategy("second", second),
-    ])
+    return Feature(
+        "test.feature",
+        "a test feature",
+        [
+            Strategy(
+                "first",
+                first,
+                unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
+                cache_on=frozenset({errno.ENOSYS}),
+            ),
+            Strategy("second", second),
+        ],
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -55,8 +63,12 @@ def test_unsupported_falls_back_and_enosys_is_remembered() -> None:
     feature = make_feature(errno.ENOSYS)
     assert feature() == "second"
     assert feature() == "second"
-    assert outcomes() == [("first", "unsupported"), ("second", "used"),
-                          ("first", "skipped"), ("second", "used")]
+    assert outcomes() == [
+        ("first", "unsupported"),
+        ("second", "used"),
+        ("first", "skipped"),
+        ("second", "used"),
+    ]
     feature.reset()
     feature()
     assert outcomes()[-2] == ("first", "unsupported")
@@ -84,10 +96,14 @@ def test_forcing_an_unsupported_strategy_names_it() -> None:
 
 
 def test_nothing_works() -> None:
-    feature = Feature("test.feature", "", [
-        Strategy("a", lambda: refuse(errno.ENOSYS), unsupported=frozenset({errno.ENOSYS})),
-        Strategy("b", lambda: (_ for _ in ()).throw(Unsupported(errno.ENOTBLK, "no"))),
-    ])
+    feature = Feature(
+        "test.feature",
+        "",
+        [
+            Strategy("a", lambda: refuse(errno.ENOSYS), unsupported=frozenset({errno.ENOSYS})),
+            Strategy("b", lambda: (_ for _ in ()).throw(Unsupported(errno.ENOTBLK, "no"))),
+        ],
+    )
     with pytest.raises(NoStrategyWorked) as caught:
         feature()
     assert [a.strategy for a in caught.value.attempts] == ["a", "b"]
@@ -96,7 +112,9 @@ def test_nothing_works() -> None:
 
 def test_parse_force() -> None:
     assert parse_force("overlay.layers=lowerdir-string, mount.attr=remount") == {
-        "overlay.layers": "lowerdir-string", "mount.attr": "remount"}
+        "overlay.layers": "lowerdir-string",
+        "mount.attr": "remount",
+    }
     with pytest.raises(UnknownStrategy):
         parse_force("overlay.layers")
 

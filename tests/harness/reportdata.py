@@ -1,0 +1,84 @@
+"""Synthetic result directories for testing the report (not kernel verdicts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.report import library_strategies
+
+
+def kernel_dir(
+    root: Path,
+    name: str,
+    release: str,
+    outcomes: dict[tuple[str, str], str],
+    symbols: list[str],
+    status: str = "ok",
+    sha: str = "a",
+) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    kernel: dict[str, Any] = {
+        "name": name,
+        "note": f"{name} note",
+        "tags": ["t"],
+        "status": status,
+        "detail": "",
+        "accelerator": "tcg",
+        "qemu": "QEMU 7.2",
+        "virtme_ng": "1.42",
+        "packages": [{"name": f"linux-image-{release}", "version": "1", "sha256": sha * 64}],
+        "reproduce": f"sh {d}/reproduce.sh",
+        "evidence": ["last console line"],
+        "boot_seconds": 9.0,
+        "wall_seconds": 60.0,
+    }
+    (d / "kernel.json").write_text(json.dumps(kernel))
+    (d / "console.log").write_text("[    0.0] Linux version\nmountcompat-guest: done\n")
+    if status != "ok":
+        return d
+    (d / "uname.txt").write_text(release + "\n")
+    (d / "facts.json").write_text(json.dumps({"symbols": symbols}))
+    (d / "config").write_text("CONFIG_EROFS_FS=m\n")
+    (d / "guest.json").write_text(json.dumps({"suites_seconds": 30.0, "pytest_exit": 0}))
+    cells = []
+    for (feature, strategy), outcome in outcomes.items():
+        test = {
+            "nodeid": f"suites/t.py::{strategy}",
+            "verdict": outcome,
+            "errname": "ENOSYS" if outcome == "unsupported" else None,
+            "message": "m",
+            "backing": "tmpfs:tmpfs",
+        }
+        cells.append(
+            {
+                "feature": feature,
+                "strategy": strategy,
+                "outcome": outcome,
+                "tests": [test],
+                "limits": [],
+                "backings": ["tmpfs:tmpfs"],
+                "errno": 38 if outcome == "unsupported" else None,
+                "errname": test["errname"],
+                "message": "",
+            }
+        )
+    (d / "outcomes.json").write_text(
+        json.dumps(
+            {
+                "schema": 1,
+                "cells": cells,
+                "tests": [],
+                "defaults": {
+                    "mount.api": {"strategy": "fsmount", "by_backing": {"tmpfs:tmpfs": "fsmount"}}
+                },
+            }
+        )
+    )
+    return d
+
+
+def all_strategies() -> list[tuple[str, str]]:
+    return library_strategies()[0]

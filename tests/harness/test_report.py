@@ -1,0 +1,119 @@
+"""The report: schema, expectations and surprises, comparison, and combining directories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from reportdata import all_strategies, kernel_dir
+
+from harness.report import write_report
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parents[2] / "harness" / "report" / "schema.json").read_text()
+)
+ALL_SYMBOLS = [
+    "__x64_sys_fsopen",
+    "__x64_sys_open_tree",
+    "__x64_sys_mount_setattr",
+    "__x64_sys_statmount",
+    "__x64_sys_open_tree_attr",
+    "__x64_sys_openat2",
+]
+
+
+def make_two(root: Path) -> tuple[Path, Path]:
+    old = kernel_dir(
+        root,
+        "old",
+        "5.10.0-32-cloud-amd64",
+        {
+            ("mounts.list", "statmount"): "unsupported",
+            ("mounts.list", "mountinfo"): "works",
+            ("mount.api", "fsmount"): "works",
+        },
+        ["__x64_sys_fsopen", "__x64_sys_openat2"],
+    )
+    new = kernel_dir(
+        root,
+        "new",
+        "7.2.13+deb14-cloud-amd64",
+        {
+            ("mounts.list", "statmount"): "unsupported",  # contradicts the symbol
+            ("mounts.list", "mountinfo"): "works",
+        },
+        ALL_SYMBOLS,
+        sha="b",
+    )
+    return old, new
+
+
+def test_matrix_validates_and_has_every_cell(tmp_path: Path) -> None:
+    make_two(tmp_path)
+    matrix = write_report([tmp_path], tmp_path)
+    jsonschema.validate(matrix, SCHEMA)
+    assert len(matrix["cells"]) == 2 * len(all_strategies())
+    assert json.loads((tmp_path / "matrix.json").read_text())["schema"] == 1
+    html = (tmp_path / "report.html").read_text()
+    assert html.count('<td class="cell') == 2 * len(all_strategies())
+    assert "http://" not in html.split("<body>")[1].replace("http://www.w3.org", "")
+
+
+def test_surprises_come_from_facts_not_versions(tmp_path: Path) -> None:
+    make_two(tmp_path)
+    matrix = write_report([tmp_path], tmp_path)
+    surprises = {(c["kernel"], c["feature"], c["strategy"]) for c in matrix["surprises"]}
+    assert surprises == {("new", "mounts.list", "statmount")}
+    cell = next(c for c in matrix["cells"] if c["kernel"] == "old" and c["strategy"] == "statmount")
+    assert cell["expected"] == "unsupported" and "absent" in cell["expected_because"]
+
+
+def test_a_kernel_that_did_not_run_has_not_run_cells(tmp_path: Path) -> None:
+    kernel_dir(tmp_path, "dead", "6.1", {}, [], status="panic")
+    matrix = write_report([tmp_path], tmp_path)
+    assert {c["outcome"] for c in matrix["cells"]} == {"not-run"}
+    assert not matrix["surprises"]
+    assert matrix["kernels"][0]["status"] == "panic"
+
+
+def strip(matrix: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (c["kernel"], c["feature"], c["strategy"], c["outcome"], c["expected"], c["surprise"])
+        for c in matrix["cells"]
+    ]
+
+
+def test_separate_directories_give_the_combined_matrix(tmp_path: Path) -> None:
+    combined, a, b = tmp_path / "all", tmp_path / "a", tmp_path / "b"
+    make_two(combined)
+    a.mkdir()
+    b.mkdir()
+    shutil.copytree(combined / "old", a / "old")
+    shutil.copytree(combined / "new", b / "new")
+    one = write_report([combined], combined)
+    two = write_report([a, b], tmp_path / "out")
+    assert sorted(strip(one)) == sorted(strip(two))
+    assert one["defaults"] == two["defaults"]
+
+
+@pytest.mark.parametrize(("same_packages", "kind"), [(True, "flaky"), (False, "regressed")])
+def test_comparison_with_the_previous_run(tmp_path: Path, same_packages: bool, kind: str) -> None:
+    old, _ = make_two(tmp_path)
+    first = write_report([tmp_path], tmp_path)
+    (tmp_path / "previous-matrix.json").write_text(json.dumps(first))
+    outcomes = json.loads((old / "outcomes.json").read_text())
+    for cell in outcomes["cells"]:
+        if cell["strategy"] == "fsmount":
+            cell["outcome"] = "broken"
+    (old / "outcomes.json").write_text(json.dumps(outcomes))
+    if not same_packages:
+        info = json.loads((old / "kernel.json").read_text())
+        info["packages"][0]["sha256"] = "c" * 64
+        (old / "kernel.json").write_text(json.dumps(info))
+    second = write_report([tmp_path], tmp_path)
+    (change,) = second["comparison"]["changes"]
+    assert (change["kernel"], change["strategy"], change["kind"]) == ("old", "fsmount", kind)

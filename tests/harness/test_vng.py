@@ -1,0 +1,46 @@
+"""The vng command line, built by a pure function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.vng import GuestPlan, build_vng_command, reproduce_script
+
+
+def plan(**changes: object) -> GuestPlan:
+    base = dict(
+        name="6.1",
+        vmlinuz=Path("/c/vmlinuz"),
+        results=Path("/r/6.1"),
+        guest_command=("python", "-m", "harness.guest", "--results", "/r/6.1"),
+        accel="tcg",
+        cpus=2,
+        memory="2G",
+        append="quiet",
+        cwd=Path("/repo"),
+        scratch_disk=Path("/t/scratch.img"),
+        tcg_cpu="max,-cx16",
+    )
+    base.update(changes)
+    return GuestPlan(**base)  # type: ignore[arg-type]
+
+
+def test_tcg_command() -> None:
+    cmd = build_vng_command(plan(), vng="vng")
+    assert cmd[:4] == ["vng", "--verbose", "--run", "/c/vmlinuz"]
+    assert "--disable-kvm" in cmd and "--qemu-opts=-cpu max,-cx16" in cmd
+    assert cmd[cmd.index("--rwdir") + 1] == "/r/6.1"
+    assert cmd[cmd.index("--disk") + 1] == "/t/scratch.img"
+    assert cmd[cmd.index("--append") + 1] == "quiet"
+    assert cmd[-2:] == ["--exec", "python -m harness.guest --results /r/6.1"]
+    assert "--rw" not in cmd  # the host's root stays read-only in the guest
+
+
+def test_kvm_command_has_no_tcg_options() -> None:
+    cmd = build_vng_command(plan(accel="kvm"), vng="vng")
+    assert "--disable-kvm" not in cmd and not any(c.startswith("--qemu-opts") for c in cmd)
+
+
+def test_reproduce_script_sets_path_first() -> None:
+    text = reproduce_script(["vng", "--run", "/c/v m"], {"PATH": "/vfsd:/usr/bin"})
+    assert "export PATH=/vfsd:/usr/bin" in text and "exec vng --run '/c/v m'" in text
