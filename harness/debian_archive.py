@@ -27,8 +27,9 @@ INDEX = f"main/binary-{ARCH}/Packages.xz"
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 INDEX_MAX_AGE = 24 * 3600.0
 # Packages that a kernel image depends on and that carry its files: sid splits the image
-# package into a meta package, linux-binary-* (vmlinuz) and linux-modules-* (modules).
-CARRIER_PREFIXES = ("linux-binary-", "linux-modules-")
+# package into a meta package, linux-binary-* (vmlinuz), linux-modules-* (modules) and
+# linux-base-<release> (config, modules.builtin, System.map).
+CARRIER_PREFIXES = ("linux-binary-", "linux-modules-", "linux-base-")
 
 
 @dataclass(frozen=True)

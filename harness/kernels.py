@@ -8,6 +8,7 @@ interrupted fetch never leaves a tree that looks complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -163,7 +164,8 @@ class Fetcher:
     def _fetch_debian(self, source: DebianSource) -> KernelTree:
         resolved = self.resolve_debian(source)
         head = resolved[0]
-        final = self.cache / "kernels" / f"{head.name}_{head.version}_{head.sha256[:12]}"
+        key = hashlib.sha256(" ".join(p.sha256 for p in resolved).encode()).hexdigest()[:12]
+        final = self.cache / "kernels" / f"{head.name}_{head.version}_{key}"
         if (final / "provenance.json").exists():
             return load_installed(final)
         debs = []

@@ -35,6 +35,7 @@ class TestEvidence:
     message: str = ""
     backing: str | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    kernel_log: list[str] = field(default_factory=list)
     duration: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -85,6 +86,7 @@ def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> C
                 "errname": e.errname,
                 "message": e.message[:2000],
                 "backing": e.backing,
+                "kernel_log": e.kernel_log,
             }
             for e in evidence
         ],

@@ -26,6 +26,7 @@ import pytest
 from mountcompat.choices import LOG
 from mountcompat.errors import StrategyUnsupported
 from mountcompat.mounts import private_mount_namespace
+from mountcompat.testing.kmsg import KernelLog
 from mountcompat.testing.leaks import Snapshot, leaks_since
 from mountcompat.testing.outcomes import TestEvidence, aggregate, defaults_from
 from mountcompat.testing.slowness import timeout_factor
@@ -99,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.timeout = BASE_TIMEOUT * timeout_factor()
     config.stash[collector_key] = Collector()
     _active.append(config.stash[collector_key])
+    _kernel_log.append(KernelLog())
 
 
 def _cells(item: pytest.Item) -> list[tuple[str, str]]:
@@ -126,8 +128,16 @@ def _mountcompat_guard(request: pytest.FixtureRequest) -> Generator[None, None, 
         pytest.fail("leaked:\n  " + "\n  ".join(problems), pytrace=False)
 
 
+_kernel_log: list[KernelLog] = []
+
+
+def _kernel_lines() -> list[str]:
+    return _kernel_log[-1].new_lines() if _kernel_log else []
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[records_mark] = LOG.mark()
+    _kernel_lines()  # what earlier tests made the kernel say is theirs
 
 
 def _verdict(
@@ -165,6 +175,7 @@ def pytest_runtest_makereport(
     if report.when == "teardown" and report.passed:
         return
     records = [r.to_json() for r in LOG.since(item.stash.get(records_mark, 0))]
+    kernel_log = _kernel_lines() if report.when == "call" else []
     if item.get_closest_marker("default_choice"):
         for r in records:
             r["default_test"] = True
@@ -195,6 +206,7 @@ def pytest_runtest_makereport(
                 message=message,
                 backing=item.stash.get(backing_kind, None),
                 records=[r for r in records if r["feature"] == cell[0]],
+                kernel_log=kernel_log,
                 duration=report.duration,
             ).to_json()
         )
@@ -223,6 +235,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    while _kernel_log:
+        _kernel_log.pop().close()
     collector = config.stash.get(collector_key, None)
     if collector is not None and collector in _active:
         _active.remove(collector)
