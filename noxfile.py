@@ -45,3 +45,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "mountcompat", "harness")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Each strategy's speed as a ratio to its fallback, side by side (results/bench.json)."""
+    install(session)
+    session.run("python", "-m", "harness.bench")

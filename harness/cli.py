@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 even when outcomes contradict expectations.yaml",
     )
+    p.add_argument(
+        "--measure-bare-boot",
+        action="store_true",
+        help="also time a bare `vng --run <vmlinuz> --exec true` per kernel",
+    )
     p.add_argument("pytest_args", nargs="*", help="extra arguments for pytest in the guests")
     return p
 
@@ -100,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         index_max_age=0.0 if args.refresh_index else 24 * 3600.0,
         pytest_args=args.pytest_args,
         allow_surprises=args.allow_surprises,
+        measure_bare_boot=args.measure_bare_boot,
     )
     with MatrixUI(console) as ui:
         status = MatrixRun(options, ui).run()

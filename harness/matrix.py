@@ -26,7 +26,7 @@ from harness.download import TRANSFERS
 from harness.errors import HarnessError
 from harness.kernels import Fetcher, KernelTree
 from harness.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools
-from harness.runner import RunOutcome, run_guest, write_json
+from harness.runner import RunOutcome, end_process_group, run_guest, write_json
 from harness.ui import MatrixUI
 from harness.virtiofsd import Virtiofsd, ensure_virtiofsd
 from harness.vng import (
@@ -55,6 +55,7 @@ class MatrixOptions:
     pytest_args: list[str] = field(default_factory=list)
     repo: Path = REPO
     allow_surprises: bool = False
+    measure_bare_boot: bool = False
 
 
 @dataclass
@@ -242,6 +243,8 @@ class MatrixRun:
                 self.ui.update(name, line)
 
             timeout = self.options.timeout or spec.timeout
+            if self.options.measure_bare_boot:
+                self.record(spec, bare_boot_seconds=self.bare_boot(spec, tree, facts, env))
             attempts: list[dict[str, Any]] = []
             for attempt in (1, 2):
                 started = time.monotonic()
@@ -269,6 +272,32 @@ class MatrixRun:
                 booted.clear()
         self.record(spec, attempts=attempts)
         self.finish_kernel(spec, outcome, booted[0] if booted else None)
+
+    def bare_boot(
+        self, spec: KernelSpec, tree: KernelTree, facts: HostFacts, env: dict[str, str]
+    ) -> float | None:
+        """Seconds of a bare ``vng --run <vmlinuz> --exec true``: the boot cost alone."""
+        self.ui.update(spec.name, "timing a bare boot")
+        command = [vng_executable(), "--run", str(tree.vmlinuz), "--exec", "true"]
+        if facts.accel.accel == "tcg":
+            command += ["--disable-kvm", f"--qemu-opts=-cpu {spec.tcg_cpu}"]
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(dir=env["TMPDIR"]) as tmp:
+            proc = subprocess.Popen(
+                command,
+                env={**env, "TMPDIR": tmp},
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                proc.wait(timeout=spec.boot_timeout)
+            except subprocess.TimeoutExpired:
+                return None
+            finally:
+                end_process_group(proc)
+        return round(time.monotonic() - started, 1) if proc.returncode == 0 else None
 
     def finish_kernel(
         self, spec: KernelSpec, outcome: RunOutcome, boot_seconds: float | None

@@ -12,7 +12,11 @@ class MountCompatError(Exception):
 
 
 def errno_name(err: int | None) -> str | None:
-    return errno_module.errorcode.get(err) if err is not None else None
+    if err is None:
+        return None
+    if err == errno_module.EOPNOTSUPP:  # Python names 95 ENOTSUP; the kernel says EOPNOTSUPP
+        return "EOPNOTSUPP"
+    return errno_module.errorcode.get(err)
 
 
 @dataclass(frozen=True)

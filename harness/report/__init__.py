@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,14 @@ def write_report(
     _write(out_dir / "matrix.json", json.dumps(matrix, indent=2, sort_keys=True))
     _write(out_dir / "report.html", render_report(matrix, out_dir))
     return matrix
+
+
+def validate(matrix: dict[str, Any]) -> None:
+    """matrix.json against its documented schema: a mismatch is a bug here, said at once."""
+    import jsonschema
+
+    schema = json.loads(resources.files("harness").joinpath("report", "schema.json").read_text())
+    jsonschema.validate(matrix, schema)
 
 
 def surprise_lines(matrix: dict[str, Any]) -> list[str]:

@@ -115,6 +115,7 @@ def kernel_entry(k: KernelDir, out_dir: Path) -> dict[str, Any]:
         "qemu": info.get("qemu"),
         "virtme_ng": info.get("virtme_ng"),
         "boot_seconds": info.get("boot_seconds"),
+        "bare_boot_seconds": info.get("bare_boot_seconds"),
         "test_seconds": round(k.guest["suites_seconds"], 1)
         if "suites_seconds" in k.guest
         else None,
