@@ -22,7 +22,18 @@ def tests(session: nox.Session) -> None:
     """The library's, the suites' and the harness's tests, on the host, as root."""
     install(session)
     session.run("python", "-m", "harness.hostprep", "--for", "tests")
-    session.run("pytest", *session.posargs)
+    # Two workers by file: the guests of the harness's tests boot while the rest runs.
+    # The host's verdicts and JUnit XML go to results/host/.
+    session.run(
+        "pytest",
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+        "--junitxml=results/host/junit.xml",
+        "--mountcompat-results=results/host/outcomes.json",
+        *session.posargs,
+    )
 
 
 @nox.session
