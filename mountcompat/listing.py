@@ -15,21 +15,13 @@ import errno
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
 from mountcompat.mounttable import (
+    STATMOUNT_BASIC,
     STATMOUNT_WANTED,
     MountEntry,
     parse_statmount,
     read_mountinfo,
 )
 from mountcompat.strategy import Strategy, feature
-
-BASIC_MASK = (
-    C.STATMOUNT_SB_BASIC
-    | C.STATMOUNT_MNT_BASIC
-    | C.STATMOUNT_PROPAGATE_FROM
-    | C.STATMOUNT_MNT_ROOT
-    | C.STATMOUNT_MNT_POINT
-    | C.STATMOUNT_FS_TYPE
-)
 
 
 def all_mount_ids() -> list[int]:
@@ -44,13 +36,13 @@ def all_mount_ids() -> list[int]:
 
 
 def stat_one(mnt_id: int) -> MountEntry | None:
-    for mask in (STATMOUNT_WANTED, BASIC_MASK):
+    for mask in (STATMOUNT_WANTED, STATMOUNT_BASIC):
         try:
             return parse_statmount(sys_.statmount(mnt_id, mask))
         except OSError as exc:
             if exc.errno == errno.ENOENT:  # unmounted since listmount
                 return None
-            if exc.errno != errno.EINVAL or mask == BASIC_MASK:
+            if exc.errno != errno.EINVAL or mask == STATMOUNT_BASIC:
                 raise
     return None
 

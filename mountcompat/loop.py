@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from mountcompat import _constants as C
 from mountcompat._syscalls import raise_errno
+from mountcompat.mounts import Closing
 from mountcompat.strategy import Strategy, feature
 
 CONTROL = Path("/dev/loop-control")
@@ -193,7 +192,7 @@ def sysfs_loop(number: int) -> dict[str, str]:
     return values
 
 
-class LoopDevice:
+class LoopDevice(Closing):
     """An attached loop device; ``close()`` detaches it (or leaves it to autoclear)."""
 
     def __init__(self, number: int, fd: int, backing: Path, notes: list[str]) -> None:
@@ -232,14 +231,6 @@ class LoopDevice:
                         raise
         finally:
             os.close(fd)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"LoopDevice({self.path}, backing={str(self.backing)!r})"

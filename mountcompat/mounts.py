@@ -72,7 +72,22 @@ def ms_flags(attrs: MountAttr) -> int:
     return flags
 
 
-class FdOwner:
+class Closing:
+    """``with`` support for objects whose ``close()`` releases what they own."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class FdOwner(Closing):
     """Owns one file descriptor: ``fileno()``, ``close()``, and a context manager."""
 
     def __init__(self, fd: int) -> None:
@@ -92,14 +107,6 @@ class FdOwner:
         if fd is not None:
             os.close(fd)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 class DetachedMount(FdOwner):
     """A mount not (yet) in the tree: from fsmount(2) or open_tree(OPEN_TREE_CLONE).
@@ -114,7 +121,7 @@ class DetachedMount(FdOwner):
         return attached
 
 
-class AttachedMount:
+class AttachedMount(Closing):
     """A mount at a path; ``close()`` unmounts it and then runs the cleanups it owns
     (a loop device behind it, a temporary directory under it)."""
 
@@ -132,14 +139,6 @@ class AttachedMount:
             unmount(self.path)
         while self._cleanups:
             self._cleanups.pop()()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"AttachedMount({str(self.path)!r})"

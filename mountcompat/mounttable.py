@@ -215,13 +215,13 @@ def parse_statmount(buf: bytes) -> MountEntry:
     )
 
 
-STATMOUNT_WANTED = (
+STATMOUNT_BASIC = (
     C.STATMOUNT_SB_BASIC
     | C.STATMOUNT_MNT_BASIC
     | C.STATMOUNT_PROPAGATE_FROM
     | C.STATMOUNT_MNT_ROOT
     | C.STATMOUNT_MNT_POINT
     | C.STATMOUNT_FS_TYPE
-    | C.STATMOUNT_MNT_OPTS
-    | C.STATMOUNT_SB_SOURCE
 )
+# Options (6.11) and source (6.13) too; a kernel without them says so in the returned mask.
+STATMOUNT_WANTED = STATMOUNT_BASIC | C.STATMOUNT_MNT_OPTS | C.STATMOUNT_SB_SOURCE
