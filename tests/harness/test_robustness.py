@@ -140,3 +140,16 @@ def test_interrupt_stops_everything_and_keeps_results(tmp_path: Path, kernel: Ke
     assert (results / "run.json").exists() and (results / "report.html").exists()
     assert our_processes(tag) == []
     assert os.path.exists(results / f"first-{tag}" / "console.log")
+
+
+def test_local_deb_files_are_a_source(kernel: KernelTree, tmp_path: Path) -> None:
+    """The `deb` source: the same package, given as a file, gives the same kernel."""
+    from harness.config import DebFilesSource
+
+    debs = sorted((default_cache() / "debs").glob("linux-image-5.10.0-*-cloud-amd64_*.deb"))
+    assert debs, "the kernel fixture caches the package"
+    spec = KernelSpec("local-deb", "", DebFilesSource(files=(debs[-1],)))
+    tree = Fetcher(cache=tmp_path).fetch(spec)
+    assert tree.release == kernel.release
+    assert tree.vmlinuz.read_bytes() == kernel.vmlinuz.read_bytes()
+    assert tree.packages[0]["sha256"] == kernel.packages[0]["sha256"]
