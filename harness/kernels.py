@@ -144,14 +144,17 @@ class Fetcher:
     progress: Progress = lambda message: None
 
     def fetch(self, spec: KernelSpec) -> KernelTree:
-        source = spec.source
-        if isinstance(source, DebianSource):
-            return self._fetch_debian(source)
-        if isinstance(source, DebFilesSource):
-            return self._fetch_debs(source)
-        if isinstance(source, LocalSource):
-            return self._use_local(source)
-        raise FetchError(f"kernel {spec.name}: no fetcher for source kind {source.kind}")
+        """One installer per source kind (config.SOURCE_KINDS): a new kind, such as a RHEL
+        kernel-core + kernel-modules RPM pair, is one more entry and one more method."""
+        installers: dict[str, Callable[[Any], KernelTree]] = {
+            "debian": self._fetch_debian,
+            "deb": self._fetch_debs,
+            "local": self._use_local,
+        }
+        installer = installers.get(spec.source.kind)
+        if installer is None:
+            raise FetchError(f"kernel {spec.name}: no installer for source {spec.source.kind}")
+        return installer(spec.source)
 
     def resolve_debian(self, source: DebianSource) -> list[ResolvedPackage]:
         mirror = debian_mirror(source.mirror or self.mirror)

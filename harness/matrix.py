@@ -75,6 +75,7 @@ class HostFacts:
                 "path": str(self.virtiofsd.path),
                 "version": self.virtiofsd.version,
                 "origin": self.virtiofsd.origin,
+                "packages": list(self.virtiofsd.packages),
             },
             "qemu": self.qemu,
             "virtme_ng": self.vng,

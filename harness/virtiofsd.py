@@ -18,6 +18,7 @@ chosen binary (or the private copy's wrapper) first on the PATH of the ``vng`` i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -45,6 +46,7 @@ class Virtiofsd:
     path: Path
     version: str
     origin: str  # "host", "installed" or "private <suite> package <version>"
+    packages: tuple[dict[str, str], ...] = ()  # for a private copy: what it was made of
 
     @property
     def bin_dir(self) -> Path:
@@ -92,8 +94,9 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
     stanza = candidates[-1]
     final = cache / "tools" / f"virtiofsd_{stanza['Version']}"
     wrapper = final / "bin" / "virtiofsd"
+    origin = f"private {PRIVATE_SUITE} package {stanza['Version']}"
     if wrapper.exists() and (version := rust_version(wrapper)):
-        return Virtiofsd(wrapper, version, f"private {PRIVATE_SUITE} package {stanza['Version']}")
+        return Virtiofsd(wrapper, version, origin, _recorded(final))
     say(
         f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
         "(the host's libc stays as it is)"
@@ -102,11 +105,14 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
     names = ["virtiofsd", "libc6", *[n for n in libs if n.startswith("lib") and n != "libc6"]]
     tmp = Path(tempfile.mkdtemp(prefix=".virtiofsd.", dir=cache))
     try:
+        used = []
         for name in names:
             pkg = index.stanzas(name)[-1]
             deb = cache / "debs" / f"{name}_{pkg['Version']}_amd64.deb"
             download(f"{index.mirror}/{pkg['Filename']}", deb, sha256=pkg["SHA256"])
             extract_deb(deb, tmp)
+            used.append({"name": name, "version": pkg["Version"], "sha256": pkg["SHA256"]})
+        (tmp / "provenance.json").write_text(json.dumps(used, indent=2))
         (tmp / "bin").mkdir()
         text = WRAPPER.format(suite=PRIVATE_SUITE, version=stanza["Version"], root=final)
         (tmp / "bin" / "virtiofsd").write_text(text)
@@ -119,7 +125,14 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
     version = rust_version(wrapper)
     if version is None:
         raise PrerequisiteError(f"the private virtiofsd at {wrapper} does not run")
-    return Virtiofsd(wrapper, version, f"private {PRIVATE_SUITE} package {stanza['Version']}")
+    return Virtiofsd(wrapper, version, origin, _recorded(final))
+
+
+def _recorded(final: Path) -> tuple[dict[str, str], ...]:
+    try:
+        return tuple(json.loads((final / "provenance.json").read_text()))
+    except (OSError, ValueError):
+        return ()
 
 
 def ensure_virtiofsd(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
