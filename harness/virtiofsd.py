@@ -95,8 +95,9 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
     final = cache / "tools" / f"virtiofsd_{stanza['Version']}"
     wrapper = final / "bin" / "virtiofsd"
     origin = f"private {PRIVATE_SUITE} package {stanza['Version']}"
-    if wrapper.exists() and (version := rust_version(wrapper)):
-        return Virtiofsd(wrapper, version, origin, _recorded(final))
+    recorded = _recorded(final)
+    if recorded and wrapper.exists() and (version := rust_version(wrapper)):
+        return Virtiofsd(wrapper, version, origin, recorded)
     say(
         f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
         "(the host's libc stays as it is)"
