@@ -309,6 +309,11 @@ class MatrixRun:
             if (results / "uname.txt").exists()
             else None
         )
+        asked = self.records.get(spec.name, {}).get("package_release")
+        if outcome.status == "ok" and release != asked:
+            # A verdict is only worth its kernel: results from another one are not kept as ok.
+            outcome.status = "incomplete"
+            outcome.detail = f"the guest runs {release}, not the {asked} that was asked for"
         self.record(
             spec,
             status=outcome.status,
