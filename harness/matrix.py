@@ -319,6 +319,7 @@ class MatrixRun:
             status=outcome.status,
             detail=outcome.detail,
             release=release,
+            finished=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             returncode=outcome.returncode,
             wall_seconds=round(outcome.seconds, 1),
             boot_seconds=round(boot_seconds, 1) if boot_seconds else None,

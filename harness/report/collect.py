@@ -120,6 +120,7 @@ def kernel_entry(k: KernelDir, out_dir: Path) -> dict[str, Any]:
         if "suites_seconds" in k.guest
         else None,
         "wall_seconds": info.get("wall_seconds"),
+        "finished": info.get("finished"),
         "reproduce": info.get("reproduce"),
         "command": info.get("command"),
         "scratch": k.guest.get("scratch"),
