@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import os
 import threading
@@ -108,7 +109,18 @@ def forced_strategy(feature: str) -> str | None:
     from_caller = _forced.get() or {}
     if feature in from_caller:
         return from_caller[feature]
-    return parse_force(os.environ.get(ENV_FORCE, "")).get(feature)
+    return _forced_by_environment(os.environ.get(ENV_FORCE, "")).get(feature)
+
+
+@functools.cache
+def _forced_by_environment(text: str) -> Mapping[str, str]:
+    """The environment's forcing, checked once per value: a misspelt feature must not be
+    ignored, or the run would quietly take the default path."""
+    from mountcompat.strategy import validate_forcing
+
+    choices = parse_force(text)
+    validate_forcing(choices)
+    return choices
 
 
 @contextlib.contextmanager

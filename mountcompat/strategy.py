@@ -85,6 +85,8 @@ class Feature(Generic[T]):
             try:
                 return self._attempt(s, args, kwargs, forced=False)
             except StrategyUnsupported as exc:
+                if (exc.feature, exc.strategy) != (self.id, s.name):
+                    raise
                 attempts.append(Attempt(s.name, exc.errno, exc.message))
         raise NoStrategyWorked(self.id, attempts)
 
@@ -93,7 +95,13 @@ class Feature(Generic[T]):
     ) -> T:
         try:
             result = s.run(*args, **kwargs)
-        except StrategyUnsupported as exc:  # a limit the strategy itself knows (input too long)
+        except StrategyUnsupported as exc:
+            if (exc.feature, exc.strategy) != (self.id, s.name):
+                # Another feature's forced strategy, refused inside this one: that is a failure
+                # of this strategy, never a sign that the kernel lacks it.
+                LOG.add(self.id, s.name, "failed", err=exc.errno, message=str(exc), forced=forced)
+                raise
+            # A limit the strategy itself knows (options too long for one page).
             self._unsupported(s, exc.errno, exc.message, forced, cache=False)
             raise
         except Unsupported as exc:

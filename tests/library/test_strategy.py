@@ -134,3 +134,30 @@ def test_forcing_unknown_names_fails_at_once() -> None:
         pass
     with pytest.raises(UnknownStrategy), forced({"no.such": "feature"}):
         pass
+
+
+def test_another_features_refusal_is_a_failure_not_unsupported() -> None:
+    """A strategy that fails because a nested, forced feature is refused must not be
+    recorded as "unsupported" (nor fall through to the next strategy)."""
+
+    def nested() -> str:
+        raise StrategyUnsupported("other.feature", "forced-one", errno.EOPNOTSUPP, "nope")
+
+    feature = Feature(
+        "test.feature",
+        "",
+        [
+            Strategy("first", nested, unsupported=frozenset({errno.EOPNOTSUPP})),
+            Strategy("second", lambda: "second"),
+        ],
+    )
+    with pytest.raises(StrategyUnsupported) as caught:
+        feature()
+    assert caught.value.feature == "other.feature"
+    assert outcomes() == [("first", "failed")]
+
+
+def test_a_misspelt_feature_in_the_environment_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOUNTCOMPAT_FORCE", "path.resolv=userspace")
+    with pytest.raises(UnknownStrategy):
+        open_in_root("/", "etc")
