@@ -21,7 +21,7 @@ from helpers import (
 from mountcompat import OverlaySpec, mount_overlay
 from mountcompat._constants import PAGE_SIZE
 from mountcompat.choices import LOG
-from mountcompat.errors import NoStrategyWorked, OverlayOptionsTooLong
+from mountcompat.errors import OverlayOptionsTooLong
 
 
 def layers(base: Path) -> tuple[Path, Path]:
@@ -144,12 +144,14 @@ def test_one_page_limit_is_a_clear_error(workdir: Path) -> None:
     assert not_mounted(target)
 
 
-def test_no_strategy_error_names_every_attempt(workdir: Path) -> None:
-    """A layer that does not exist fails for real (ENOENT), not as "unsupported"."""
+def test_a_missing_layer_is_a_real_error_not_unsupported(workdir: Path) -> None:
+    """ENOENT for a layer that does not exist is raised as it is: no strategy is recorded
+    "unsupported" for it and none after the first is tried."""
     target = workdir / "m"
     target.mkdir()
-    with pytest.raises((OSError, NoStrategyWorked)) as caught:
+    since = LOG.mark()
+    with pytest.raises(FileNotFoundError):
         mount_overlay(OverlaySpec(lower=(workdir / "missing",)), target)
-    if isinstance(caught.value, OSError):
-        expect_errno(caught.value, errno.ENOENT)
+    records = [r for r in LOG.since(since) if r.feature == "overlay.layers"]
+    assert [r.outcome for r in records] == ["failed"], records
     assert not_mounted(target)
