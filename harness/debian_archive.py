@@ -40,6 +40,7 @@ class ResolvedPackage:
     size: int
     url: str
     suite: str
+    index_signature: str  # whether the index it came from was verified with gpgv
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +113,7 @@ def _package(index: SuiteIndex, stanza: dict[str, str]) -> ResolvedPackage:
         size=int(stanza["Size"]),
         url=f"{index.mirror}/{stanza['Filename']}",
         suite=index.suite,
+        index_signature=index.signature,
     )
 
 

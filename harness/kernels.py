@@ -15,7 +15,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,6 @@ class KernelTree:
     config: Path | None
     release: str
     packages: tuple[dict[str, Any], ...] = ()
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -46,7 +45,6 @@ class KernelTree:
             "config": str(self.config) if self.config else None,
             "release": self.release,
             "packages": list(self.packages),
-            **self.extras,
         }
 
 
@@ -160,9 +158,7 @@ class Fetcher:
         mirror = debian_mirror(source.mirror or self.mirror)
         self.progress(f"reading the {source.suite} index")
         index = load_suite_index(mirror, source.suite, self.cache, self.index_max_age)
-        resolved = resolve_kernel(index, source.package)
-        self._signature = index.signature
-        return resolved
+        return resolve_kernel(index, source.package)
 
     def _fetch_debian(self, source: DebianSource) -> KernelTree:
         resolved = self.resolve_debian(source)
@@ -176,8 +172,7 @@ class Fetcher:
             deb = self.cache / "debs" / f"{pkg.name}_{pkg.version}_{ARCH_SUFFIX}.deb"
             self.progress(f"downloading {pkg.name} {pkg.version} ({pkg.size >> 20} MiB)")
             download(pkg.url, deb, sha256=pkg.sha256)
-            record = {**pkg.to_json(), "index_signature": self._signature}
-            debs.append((deb, record))
+            debs.append((deb, pkg.to_json()))
         self.progress("extracting")
         return _install(debs, final)
 

@@ -283,21 +283,20 @@ class MatrixRun:
         if facts.accel.accel == "tcg":
             command += ["--disable-kvm", f"--qemu-opts=-cpu {spec.tcg_cpu}"]
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(dir=env["TMPDIR"]) as tmp:
-            proc = subprocess.Popen(
-                command,
-                env={**env, "TMPDIR": tmp},
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                proc.wait(timeout=spec.boot_timeout)
-            except subprocess.TimeoutExpired:
-                return None
-            finally:
-                end_process_group(proc)
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            proc.wait(timeout=spec.boot_timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            end_process_group(proc)
         return round(time.monotonic() - started, 1) if proc.returncode == 0 else None
 
     def finish_kernel(

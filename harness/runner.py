@@ -13,9 +13,9 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +25,6 @@ PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")
 OOPS_MARKERS = ("BUG: ", "Oops: ", "WARNING: CPU: ", "general protection fault")
 GUEST_PROGRESS = "mountcompat-guest:"
 PANIC_GRACE = 3.0  # seconds of console kept after a panic line, for the backtrace
-STATUSES = ("ok", "timeout", "panic", "boot-failed", "incomplete", "interrupted")
 
 OnLine = Callable[[str], None]
 
@@ -49,7 +48,7 @@ class ConsoleWatcher:
         self.stream, self.log, self.on_line = stream, log, on_line
         self.panic_at: float | None = None
         self.started_at: float | None = None  # the guest's command said something
-        self.tail: list[str] = []
+        self.tail: deque[str] = deque(maxlen=60)
         self.panic_lines: list[str] = []
         self.oops_lines: list[str] = []
         self.thread = threading.Thread(target=self._pump, daemon=True)
@@ -59,10 +58,10 @@ class ConsoleWatcher:
         for raw in iter(self.stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.log.write(line + "\n")
-            self.tail = [*self.tail[-59:], line]
+            self.tail.append(line)
             if self.panic_at is None and any(m in line for m in PANIC_MARKERS):
                 self.panic_at = time.monotonic()
-                self.panic_lines = self.tail[-20:]
+                self.panic_lines = list(self.tail)[-20:]
             elif self.panic_at is not None and len(self.panic_lines) < 60:
                 self.panic_lines.append(line)
             if any(m in line for m in OOPS_MARKERS) and not self.oops_lines:
@@ -152,17 +151,14 @@ def run_guest(
     started = time.monotonic()
     timed_out = interrupted = False
     boot_stalled: float | None = None
-    with (
-        (results / "console.log").open("w", encoding="utf-8") as log,
-        tempfile.TemporaryDirectory(prefix="vng.", dir=env.get("TMPDIR")) as tmp,
-    ):
+    with (results / "console.log").open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**env, "TMPDIR": tmp},
+            env=env,
         )
         assert proc.stdout is not None
         watcher = ConsoleWatcher(proc.stdout, log, on_line)
@@ -197,9 +193,9 @@ def run_guest(
     if panicked:
         evidence = watcher.panic_lines
     elif status != "ok" and watcher.oops_lines:
-        evidence = [*watcher.oops_lines, "[...]", *watcher.tail[-10:]]
+        evidence = [*watcher.oops_lines, "[...]", *list(watcher.tail)[-10:]]
     else:
-        evidence = watcher.tail[-25:]
+        evidence = list(watcher.tail)[-25:]
     return RunOutcome(status, detail, proc.returncode, time.monotonic() - started, evidence)
 
 

@@ -7,7 +7,6 @@ same story as the live display.
 from __future__ import annotations
 
 import threading
-import time
 from types import TracebackType
 
 from rich.console import Console
@@ -27,7 +26,6 @@ class MatrixUI:
         )
         self.tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
-        self._last_shown: dict[str, float] = {}
 
     def __enter__(self) -> MatrixUI:
         self.progress.start()
@@ -59,10 +57,7 @@ class MatrixUI:
             self.progress.stop_task(task)
         self.say(f"{name}: {description}")
 
-    def milestone(self, name: str, description: str, every: float = 0.0) -> None:
-        """Update the live line; print a plain line too, at most once per ``every`` seconds."""
+    def milestone(self, name: str, description: str) -> None:
+        """Update the live line and print a plain line too (for logs without a terminal)."""
         self.update(name, description)
-        now = time.monotonic()
-        if now - self._last_shown.get(name, 0.0) >= every:
-            self._last_shown[name] = now
-            self.say(f"{name}: {description}")
+        self.say(f"{name}: {description}")

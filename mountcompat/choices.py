@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-import json
 import os
 import threading
 import time
@@ -22,7 +21,6 @@ from typing import Any
 from mountcompat.errors import UnknownStrategy, errno_name
 
 ENV_FORCE = "MOUNTCOMPAT_FORCE"
-ENV_LOG = "MOUNTCOMPAT_CHOICE_LOG"
 OUTCOMES = ("used", "unsupported", "failed", "skipped")
 
 
@@ -42,7 +40,7 @@ class ChoiceRecord:
 
 
 class ChoiceLog:
-    """An in-process, thread-safe list of records; optionally mirrored to a JSON-lines file."""
+    """An in-process, thread-safe list of records."""
 
     def __init__(self) -> None:
         self._records: list[ChoiceRecord] = []
@@ -63,10 +61,6 @@ class ChoiceLog:
         )
         with self._lock:
             self._records.append(record)
-        path = os.environ.get(ENV_LOG)
-        if path:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record.to_json()) + "\n")
         return record
 
     def records(self, feature: str | None = None) -> list[ChoiceRecord]:

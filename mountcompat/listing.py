@@ -23,27 +23,37 @@ from mountcompat.mounttable import (
 )
 from mountcompat.strategy import Strategy, feature
 
+LISTMOUNT_BATCH = 512
+_accepted_mask: list[int] = []  # the mask this kernel takes, learnt on the first mount
+
 
 def all_mount_ids() -> list[int]:
     ids: list[int] = []
     last = 0
     while True:
-        batch = sys_.listmount(C.LSMT_ROOT, last)
+        batch = sys_.listmount(C.LSMT_ROOT, last, LISTMOUNT_BATCH)
         ids.extend(batch)
-        if len(batch) < 512:
+        if len(batch) < LISTMOUNT_BATCH:
             return ids
         last = batch[-1]
 
 
 def stat_one(mnt_id: int) -> MountEntry | None:
-    for mask in (STATMOUNT_WANTED, STATMOUNT_BASIC):
+    """A kernel that refuses the mask's newer bits (EINVAL) is asked with the basic ones, and
+    from then on only with those."""
+    masks = _accepted_mask or [STATMOUNT_WANTED, STATMOUNT_BASIC]
+    for mask in masks:
         try:
-            return parse_statmount(sys_.statmount(mnt_id, mask))
+            entry = parse_statmount(sys_.statmount(mnt_id, mask))
         except OSError as exc:
             if exc.errno == errno.ENOENT:  # unmounted since listmount
                 return None
-            if exc.errno != errno.EINVAL or mask == STATMOUNT_BASIC:
+            if exc.errno != errno.EINVAL or mask == masks[-1]:
                 raise
+            continue
+        if not _accepted_mask:
+            _accepted_mask.append(mask)
+        return entry
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -147,10 +148,7 @@ class AttachedMount(Closing):
 def unmount(path: str | os.PathLike[str]) -> None:
     """umount2 that waits out a short EBUSY (a closing fd), then detaches lazily."""
     for delay in (0.0, 0.01, 0.05, 0.2):
-        if delay:
-            import time
-
-            time.sleep(delay)
+        time.sleep(delay)
         try:
             sys_.umount2(path, C.UMOUNT_NOFOLLOW)
             return
@@ -158,11 +156,6 @@ def unmount(path: str | os.PathLike[str]) -> None:
             if exc.errno != errno.EBUSY:
                 raise
     sys_.umount2(path, C.MNT_DETACH | C.UMOUNT_NOFOLLOW)
-
-
-def open_path(path: str | os.PathLike[str], directory: bool = True) -> int:
-    flags = os.O_PATH | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
-    return os.open(path, flags)
 
 
 def private_mount_namespace() -> None:

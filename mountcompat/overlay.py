@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,22 +106,39 @@ def _finish(ctx: FsContext, spec: OverlaySpec, target: Path, attrs: MountAttr) -
         return detached.attach(target)
 
 
-def _with_fds(spec: OverlaySpec, target: Path, attrs: MountAttr, mode: int) -> AttachedMount:
-    with ExitStack() as stack, FsContext.open("overlay") as ctx:
-
-        def fd(path: Path) -> int:
-            opened = os.open(path, mode | os.O_DIRECTORY | os.O_CLOEXEC)
-            stack.callback(os.close, opened)
-            return opened
-
+def _per_layer(
+    spec: OverlaySpec,
+    target: Path,
+    attrs: MountAttr,
+    set_param: Callable[[FsContext, str, Path], None],
+) -> AttachedMount:
+    """Every layer as a parameter of its own (lowerdir+, datadir+, upperdir, workdir)."""
+    with FsContext.open("overlay") as ctx:
         for layer in spec.lower:
-            ctx.set_fd("lowerdir+", fd(layer))
+            set_param(ctx, "lowerdir+", layer)
         for layer in spec.data:
-            ctx.set_fd("datadir+", fd(layer))
+            set_param(ctx, "datadir+", layer)
         if spec.upper is not None and spec.work is not None:
-            ctx.set_fd("upperdir", fd(spec.upper))
-            ctx.set_fd("workdir", fd(spec.work))
+            set_param(ctx, "upperdir", spec.upper)
+            set_param(ctx, "workdir", spec.work)
         return _finish(ctx, spec, target, attrs)
+
+
+def _with_fds(spec: OverlaySpec, target: Path, attrs: MountAttr, mode: int) -> AttachedMount:
+    with ExitStack() as stack:
+
+        def set_fd(ctx: FsContext, key: str, path: Path) -> None:
+            fd = os.open(path, mode | os.O_DIRECTORY | os.O_CLOEXEC)
+            stack.callback(os.close, fd)
+            ctx.set_fd(key, fd)
+
+        return _per_layer(spec, target, attrs, set_fd)
+
+
+def _set_path_string(ctx: FsContext, key: str, path: Path) -> None:
+    # upperdir and workdir are unescaped by the kernel, lowerdir+ and datadir+ are not.
+    literal = key in ("lowerdir+", "datadir+")
+    ctx.set_string(key, os.fspath(path) if literal else escape_backslashes(path))
 
 
 def _fd_opath(spec: OverlaySpec, target: Path, attrs: MountAttr) -> AttachedMount:
@@ -144,15 +161,7 @@ def _lowerdir_plus(spec: OverlaySpec, target: Path, attrs: MountAttr) -> Attache
     EINVAL for the unknown key (6.5, 6.6), or at CMD_CREATE from the legacy context (before 6.5,
     "unrecognized mount option"). Needed on 6.7 to 6.12, where fd layers are refused: each layer
     is its own parameter, so the 256-byte value and one-page limits apply per path only."""
-    with FsContext.open("overlay") as ctx:
-        for layer in spec.lower:
-            ctx.set_string("lowerdir+", os.fspath(layer))
-        for layer in spec.data:
-            ctx.set_string("datadir+", os.fspath(layer))
-        if spec.upper is not None and spec.work is not None:
-            ctx.set_string("upperdir", escape_backslashes(spec.upper))
-            ctx.set_string("workdir", escape_backslashes(spec.work))
-        return _finish(ctx, spec, target, attrs)
+    return _per_layer(spec, target, attrs, _set_path_string)
 
 
 def _lowerdir_string(spec: OverlaySpec, target: Path, attrs: MountAttr) -> AttachedMount:
