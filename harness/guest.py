@@ -125,8 +125,9 @@ def run_suites(results: Path, repo: Path, scratch: str, pytest_args: list[str]) 
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            if line.startswith(("PASSED", "FAILED", "ERROR", "SKIPPED")) or " passed" in line:
-                say(line.strip()[:100])
+            # pytest's own progress: "suites/test_x.py ....s. [ 42%]", then the summary.
+            if line.rstrip().endswith("%]") or " passed" in line:
+                say(line.strip()[-100:])
         return proc.wait()
 
 
