@@ -24,9 +24,10 @@ from harness.accel import AccelProbe, probe_accel
 from harness.config import KernelSpec, MatrixConfig
 from harness.download import TRANSFERS
 from harness.errors import HarnessError
+from harness.files import write_json
 from harness.kernels import Fetcher, KernelTree
 from harness.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools
-from harness.runner import RunOutcome, end_process_group, run_guest, write_json
+from harness.runner import RunOutcome, end_process_group, run_guest
 from harness.ui import MatrixUI
 from harness.virtiofsd import Virtiofsd, ensure_virtiofsd
 from harness.vng import (

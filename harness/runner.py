@@ -9,7 +9,6 @@ background and only its own exit handler would stop it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -197,9 +196,3 @@ def run_guest(
     else:
         evidence = list(watcher.tail)[-25:]
     return RunOutcome(status, detail, proc.returncode, time.monotonic() - started, evidence)
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)

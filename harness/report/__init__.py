@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from harness.files import read_json_object, write_json, write_text
 from harness.report.collect import build_matrix, find_kernel_dirs
 from harness.report.expectations import load_expectations
 from harness.report.render import render_report
@@ -26,20 +26,6 @@ def library_strategies() -> tuple[list[tuple[str, str]], dict[str, str]]:
     return pairs, {f.id: f.summary for f in features}
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(
     roots: Iterable[Path], out_dir: Path, expectations_path: Path = DEFAULT_EXPECTATIONS
 ) -> dict[str, Any]:
@@ -48,10 +34,10 @@ def write_report(
     roots = list(roots)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategies, summaries = library_strategies()
-    run = _read_json(out_dir / "run.json") or next(
-        (r for r in (_read_json(root / "run.json") for root in roots) if r), None
+    run = read_json_object(out_dir / "run.json") or next(
+        (r for r in (read_json_object(root / "run.json") for root in roots) if r), None
     )
-    previous = _read_json(out_dir / "previous-matrix.json")
+    previous = read_json_object(out_dir / "previous-matrix.json") or None
     matrix = build_matrix(
         find_kernel_dirs(roots),
         strategies,
@@ -61,8 +47,8 @@ def write_report(
         run,
         previous,
     )
-    _write(out_dir / "matrix.json", json.dumps(matrix, indent=2, sort_keys=True))
-    _write(out_dir / "report.html", render_report(matrix, out_dir))
+    write_json(out_dir / "matrix.json", matrix)
+    write_text(out_dir / "report.html", render_report(matrix, out_dir))
     return matrix
 
 

@@ -7,12 +7,12 @@ verdicts in outcomes.json, and a kernel that did not complete gives ``not-run`` 
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.files import read_json_object
 from harness.report.expectations import Expectations, KernelFacts, parse_config
 
 SCHEMA = 1
@@ -33,16 +33,8 @@ class KernelDir:
         return str(self.kernel.get("name", self.path.name))
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def load_kernel_dir(path: Path) -> KernelDir | None:
-    kernel = _json(path / "kernel.json")
+    kernel = read_json_object(path / "kernel.json")
     if not kernel:
         return None
     release_file = path / "uname.txt"
@@ -50,9 +42,9 @@ def load_kernel_dir(path: Path) -> KernelDir | None:
     return KernelDir(
         path=path,
         kernel=kernel,
-        guest=_json(path / "guest.json"),
-        outcomes=_json(path / "outcomes.json"),
-        facts=_json(path / "facts.json"),
+        guest=read_json_object(path / "guest.json"),
+        outcomes=read_json_object(path / "outcomes.json"),
+        facts=read_json_object(path / "facts.json"),
         config=parse_config(config_file.read_text()) if config_file.exists() else {},
         release=release_file.read_text().strip() if release_file.exists() else None,
     )
