@@ -34,9 +34,9 @@ def write_report(
     roots = list(roots)
     out_dir.mkdir(parents=True, exist_ok=True)
     strategies, summaries = library_strategies()
-    run = read_json_object(out_dir / "run.json") or next(
-        (r for r in (read_json_object(root / "run.json") for root in roots) if r), None
-    )
+    # The run's facts: from the output directory, else from the first root that has them.
+    runs = [read_json_object(d / "run.json") for d in (out_dir, *roots)]
+    run = next((r for r in runs if r), None)
     previous = read_json_object(out_dir / "previous-matrix.json") or None
     matrix = build_matrix(
         find_kernel_dirs(roots),
