@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from mountcompat.choices import LOG
-from mountcompat.errors import StrategyUnsupported
+from mountcompat.errors import StrategyUnsupported, errno_name
 from mountcompat.mounts import private_mount_namespace
 from mountcompat.testing.kmsg import KernelLog
 from mountcompat.testing.leaks import Snapshot, leaks_since
@@ -81,7 +81,7 @@ class Collector:
             "exit_status": exit_status,
             "tests": [e.to_json() for e in self.evidence.values()],
             "cells": [c.to_json() for c in cells],
-            "defaults": defaults_from(r for r in self.records if r.get("default_test")),
+            "defaults": defaults_from(self.records),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -148,15 +148,11 @@ def _verdict(
 ) -> tuple[str, int | None, str | None, str]:
     exc = excinfo.value if excinfo is not None else None
     if isinstance(exc, StrategyUnsupported) and (exc.feature, exc.strategy) == cell:
-        from mountcompat.errors import errno_name
-
         return "unsupported", exc.errno, errno_name(exc.errno), exc.message
     if report.skipped:
         return "not-run", None, None, str(report.longrepr)[-500:]
     if report.failed:
         err = getattr(exc, "errno", None)
-        from mountcompat.errors import errno_name
-
         return "broken", err, errno_name(err), str(report.longrepr)[-2000:]
     if report.when == "call" and not used:
         return "broken", None, None, "passed, but the choice log never shows this strategy run"
@@ -176,10 +172,12 @@ def pytest_runtest_makereport(
         return
     records = [r.to_json() for r in LOG.since(item.stash.get(records_mark, 0))]
     kernel_log = _kernel_lines() if report.when == "call" else []
-    if item.get_closest_marker("default_choice"):
-        for r in records:
-            r["default_test"] = True
-            r["backing"] = item.stash.get(backing_kind, None)
+    default_test = item.get_closest_marker("default_choice") is not None
+    if not cells and not default_test:
+        return  # evidence for no cell and no default: nothing to report
+    for r in records:
+        r["default_test"] = default_test
+        r["backing"] = item.stash.get(backing_kind, None)
     # The strategy ran: it succeeded, or failed in a way the test expected and checked.
     used = {(r["feature"], r["strategy"]) for r in records if r["outcome"] in ("used", "failed")}
     items = []
@@ -210,7 +208,8 @@ def pytest_runtest_makereport(
                 duration=report.duration,
             ).to_json()
         )
-    report.user_properties.append((PROPERTY, json.dumps({"items": items, "records": records})))
+    defaults = records if default_test else []  # the only records read from the controller
+    report.user_properties.append((PROPERTY, json.dumps({"items": items, "records": defaults})))
 
 
 _active: list[Collector] = []
