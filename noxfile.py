@@ -1,10 +1,16 @@
 """Sessions: `tests` (host), `matrix` (every kernel in kernels.yaml), `report`, `lint`, `bench`.
 
-Each session installs the project into its own virtualenv; the matrix guests run the suites
-with that same virtualenv, which they see through the host's read-only root.
+Each session installs the library (alone, it needs nothing) and the dependency groups of
+pyproject.toml it uses into its own virtualenv; the harness runs from this checkout and is
+never installed. The matrix guests run the suites with that same virtualenv, which they see
+through the host's read-only root.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 import nox
 
@@ -12,15 +18,40 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.default_venv_backend = "venv"
 
+PYPROJECT = nox.project.load_toml(Path(__file__).parent / "pyproject.toml")
 
-def install(session: nox.Session) -> None:
-    session.install("-e", ".[dev]")
+
+def install(session: nox.Session, *groups: str) -> None:
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, *groups))
+
+
+def hand_over(session: nox.Session, *args: str) -> None:
+    """Replace nox by ``python args`` in this session's virtualenv.
+
+    The harness then owns its signals: a SIGTERM or Ctrl-C reaches it, not nox, so it stops
+    its guests and still writes the report (nox would kill it after a fraction of a second,
+    or die on SIGTERM and leave it running). And the exit status the user sees is the
+    harness's own (2, 1, 5... as the README documents), which nox would turn into 1.
+    Sessions named after this one on the same command line do not run.
+    """
+    if session.virtualenv.location is None:
+        session.error("this session needs its virtualenv")
+    bin_dir = str(session.bin)
+    env = {**os.environ, **{k: v for k, v in session.env.items() if v is not None}}
+    env["VIRTUAL_ENV"] = session.virtualenv.location
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    python = os.path.join(bin_dir, "python")
+    session.log(f"handing over to: python {' '.join(args)}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(Path(__file__).parent)
+    os.execve(python, [python, *args], env)
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The library's, the suites' and the harness's tests, on the host, as root."""
-    install(session)
+    install(session, "test")
     session.run("python", "-m", "harness.hostprep", "--for", "tests")
     # Two workers by file: the guests of the harness's tests boot while the rest runs.
     # The host's verdicts and JUnit XML go to results/host/.
@@ -39,20 +70,20 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def matrix(session: nox.Session) -> None:
     """Boot every kernel of kernels.yaml (or `-- --kernel NAME`) and run the suites in each."""
-    install(session)
-    session.run("python", "-m", "harness", *session.posargs)
+    install(session, "harness")
+    hand_over(session, "-m", "harness", *session.posargs)
 
 
 @nox.session
 def report(session: nox.Session) -> None:
     """Rebuild results/matrix.json and results/report.html from result directories."""
-    install(session)
-    session.run("python", "-m", "harness.report", *session.posargs)
+    install(session, "harness", "browser")
+    hand_over(session, "-m", "harness.report", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    install(session)
+    install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "mountcompat", "harness")
@@ -61,5 +92,5 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Each strategy's speed as a ratio to its fallback, side by side (results/bench.json)."""
-    install(session)
+    install(session, "bench")
     session.run("python", "-m", "harness.bench")

@@ -8,11 +8,14 @@ verdict for each cell is:
                  the errno the strategy documents for "not here";
 ``broken``       anything else: a failure, an unexpected errno, a leak, a pass without the
                  strategy ever being used;
+``expected-failure``  it passed, and the strategy only failed, with the error the test expects
+                 (a symlink loop gives ELOOP): evidence of a correct refusal, never of ``works``;
 ``not-run``      skipped for another reason (a tool missing), or deselected.
 
 A cell's outcome over all its tests: ``broken`` if any is broken; else ``works`` if any works
 (tests that found it unsupported for their input are listed as its limits); else
-``unsupported`` if any is; else ``not-run``.
+``unsupported`` if any is; else ``not-run`` (a cell whose tests were all skipped, or only
+expected failures, has no evidence that it works).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-VERDICTS = ("works", "unsupported", "broken", "not-run")
+VERDICTS = ("works", "unsupported", "broken", "not-run", "expected-failure")
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """The suites' pytest plugin: private mount namespace, leak checks, verdicts, results file.
 
+It acts only where it is asked for (``-p mountcompat.testing.plugin``, as this repository's
+pyproject.toml does for its own tests and suites): installing mountcompat registers no
+plugin, so a project that merely depends on the library sees no namespace, no leak check and
+no timeout of ours. Its state lives in ``config.stash``.
+
 Options:
   --mountcompat-results=FILE   write every test's verdicts and the cells as JSON
   --mountcompat-scratch=DIR    a disk-backed or shared directory for the "disk" backing
@@ -10,6 +15,11 @@ Markers:
                                             StrategyUnsupported for it means "unsupported"
   @pytest.mark.default_choice(feature)      the test checks the library's unforced choice
   @pytest.mark.no_leak_check                (for tests of the leak checker itself)
+
+Per-test timeout: pytest-timeout's own order decides (marker, command line, PYTEST_TIMEOUT,
+ini); only when none of them gives one does this plugin set a default, scaled for an
+emulated CPU and kept far below the harness's per-kernel deadline, so that a hung test costs
+that test and not the whole kernel.
 """
 
 from __future__ import annotations
@@ -32,11 +42,13 @@ from mountcompat.testing.outcomes import TestEvidence, aggregate, defaults_from
 from mountcompat.testing.slowness import timeout_factor
 
 PROPERTY = "mountcompat"
-BASE_TIMEOUT = 120.0
+# Seconds per test on real hardware; times timeout_factor() under TCG (10x: 200 s), far
+# below the harness's 1200 s per kernel.
+BASE_TIMEOUT = 20.0
 records_mark = pytest.StashKey[int]()
 owned_dirs = pytest.StashKey[list[str]]()
 backing_kind = pytest.StashKey[str]()
-collector_key = pytest.StashKey["Collector"]()
+state_key = pytest.StashKey["SuitesState"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,13 +67,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-class Collector:
-    """Gathers evidence from test reports (in the xdist controller, or the only process)."""
+class SuitesState:
+    """Everything the plugin keeps for one pytest run: the evidence gathered from test reports
+    (in the xdist controller, or the only process) and the kernel log reader. Registered as
+    a plugin of its own so that hooks without a ``config`` argument reach it."""
 
     def __init__(self) -> None:
         self.evidence: dict[tuple[str, str, str], TestEvidence] = {}
         self.records: list[dict[str, Any]] = []
         self.known_cells: set[tuple[str, str]] = set()
+        self.kernel_log = KernelLog()
 
     def add(self, items: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
         for item in items:
@@ -72,6 +87,13 @@ class Collector:
             if earlier is None or ev.verdict == "broken":
                 self.evidence[key] = ev
         self.records.extend(records)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Runs in the xdist controller too, with reports (and their properties) from workers.
+        for name, value in report.user_properties:
+            if name == PROPERTY:
+                data = json.loads(str(value))
+                self.add(data["items"], data["records"])
 
     def write(self, path: Path, exit_status: int) -> None:
         cells = aggregate(self.evidence.values(), self.known_cells)
@@ -84,9 +106,25 @@ class Collector:
             "defaults": defaults_from(self.records),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
         os.replace(tmp, path)
+
+
+def _state(config: pytest.Config) -> SuitesState:
+    return config.stash[state_key]
+
+
+def _set_default_timeout(config: pytest.Config) -> None:
+    """Our default, only where pytest-timeout has none from the command line, the environment
+    or the ini file (a marker still wins over it, per test)."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    if config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
+        return
+    if config.getini("timeout"):
+        return
+    config.option.timeout = BASE_TIMEOUT * timeout_factor()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -96,11 +134,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "no_leak_check: skip the mount/loop/fd leak check")
     if os.geteuid() == 0 and not config.getoption("--mountcompat-no-namespace"):
         private_mount_namespace()
-    if getattr(config.option, "timeout", None) is None:
-        config.option.timeout = BASE_TIMEOUT * timeout_factor()
-    config.stash[collector_key] = Collector()
-    _active.append(config.stash[collector_key])
-    _kernel_log.append(KernelLog())
+    _set_default_timeout(config)
+    state = SuitesState()
+    config.stash[state_key] = state
+    config.pluginmanager.register(state, "mountcompat-suites-state")
 
 
 def _cells(item: pytest.Item) -> list[tuple[str, str]]:
@@ -108,9 +145,9 @@ def _cells(item: pytest.Item) -> list[tuple[str, str]]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    collector = config.stash[collector_key]
+    state = _state(config)
     for item in items:
-        collector.known_cells.update(_cells(item))
+        state.known_cells.update(_cells(item))
 
 
 @pytest.fixture(autouse=True)
@@ -128,24 +165,20 @@ def _mountcompat_guard(request: pytest.FixtureRequest) -> Generator[None, None, 
         pytest.fail("leaked:\n  " + "\n  ".join(problems), pytrace=False)
 
 
-_kernel_log: list[KernelLog] = []
-
-
-def _kernel_lines() -> list[str]:
-    return _kernel_log[-1].new_lines() if _kernel_log else []
-
-
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[records_mark] = LOG.mark()
-    _kernel_lines()  # what earlier tests made the kernel say is theirs
+    _state(item.config).kernel_log.new_lines()  # what earlier tests made the kernel say
 
 
 def _verdict(
     report: pytest.TestReport,
     excinfo: pytest.ExceptionInfo[BaseException] | None,
     cell: tuple[str, str],
-    used: bool,
+    outcomes: set[str],
 ) -> tuple[str, int | None, str | None, str]:
+    """One test's verdict for one cell. ``works`` needs a choice record ``used``: a test that
+    passed while the strategy only failed (the error it expected) shows that the strategy
+    refuses correctly, not that it works, and is ``expected-failure``."""
     exc = excinfo.value if excinfo is not None else None
     if isinstance(exc, StrategyUnsupported) and (exc.feature, exc.strategy) == cell:
         return "unsupported", exc.errno, errno_name(exc.errno), exc.message
@@ -154,7 +187,9 @@ def _verdict(
     if report.failed:
         err = getattr(exc, "errno", None)
         return "broken", err, errno_name(err), str(report.longrepr)[-2000:]
-    if report.when == "call" and not used:
+    if report.when == "call" and "used" not in outcomes:
+        if "failed" in outcomes:
+            return "expected-failure", None, None, "the strategy ran and failed as the test expects"
         return "broken", None, None, "passed, but the choice log never shows this strategy run"
     return "works", None, None, ""
 
@@ -166,23 +201,21 @@ def pytest_runtest_makereport(
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
     cells = _cells(item)
-    if report.when == "setup" and report.passed:
-        return
-    if report.when == "teardown" and report.passed:
+    if report.when in ("setup", "teardown") and report.passed:
         return
     records = [r.to_json() for r in LOG.since(item.stash.get(records_mark, 0))]
-    kernel_log = _kernel_lines() if report.when == "call" else []
+    state = _state(item.config)
+    kernel_log = state.kernel_log.new_lines() if report.when == "call" else []
     default_test = item.get_closest_marker("default_choice") is not None
     if not cells and not default_test:
         return  # evidence for no cell and no default: nothing to report
     for r in records:
         r["default_test"] = default_test
         r["backing"] = item.stash.get(backing_kind, None)
-    # The strategy ran: it succeeded, or failed in a way the test expected and checked.
-    used = {(r["feature"], r["strategy"]) for r in records if r["outcome"] in ("used", "failed")}
     items = []
     for cell in cells:
-        verdict, err, errname, message = _verdict(report, call.excinfo, cell, cell in used)
+        ran = {r["outcome"] for r in records if (r["feature"], r["strategy"]) == cell}
+        verdict, err, errname, message = _verdict(report, call.excinfo, cell, ran)
         if verdict == "unsupported" and report.when == "call":
             report.outcome = "skipped"
             report.longrepr = (
@@ -212,33 +245,20 @@ def pytest_runtest_makereport(
     report.user_properties.append((PROPERTY, json.dumps({"items": items, "records": defaults})))
 
 
-_active: list[Collector] = []
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    # Runs in the xdist controller too, with reports (and their properties) from the workers.
-    for name, value in report.user_properties:
-        if name == PROPERTY and _active:
-            data = json.loads(str(value))
-            _active[-1].add(data["items"], data["records"])
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if hasattr(config, "workerinput"):
         return
     path = config.getoption("--mountcompat-results")
-    collector = config.stash[collector_key]
     if path:
-        collector.write(Path(path), int(exitstatus))
+        _state(config).write(Path(path), int(exitstatus))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    while _kernel_log:
-        _kernel_log.pop().close()
-    collector = config.stash.get(collector_key, None)
-    if collector is not None and collector in _active:
-        _active.remove(collector)
+    state = config.stash.get(state_key, None)
+    if state is not None:
+        state.kernel_log.close()
+        config.pluginmanager.unregister(state)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -20,7 +20,9 @@ from mountcompat.errors import StrategyUnsupported
 def run(pytester: pytest.Pytester, body: str) -> tuple[pytest.RunResult, dict]:
     pytester.makepyfile(HEADER + body)
     out = pytester.path / "out.json"
-    result = pytester.runpytest_subprocess(f"--mountcompat-results={out}", "-p", "xdist")
+    result = pytester.runpytest_subprocess(
+        f"--mountcompat-results={out}", "-p", "mountcompat.testing.plugin", "-p", "xdist"
+    )
     return result, json.loads(out.read_text())
 
 
@@ -89,4 +91,4 @@ import os
 def test_namespace():
     assert os.readlink("/proc/self/ns/mnt") != os.environ["OUTER_NS"]
 """)
-    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("-p", "mountcompat.testing.plugin").assert_outcomes(passed=1)
