@@ -52,7 +52,7 @@ def hand_over(session: nox.Session, *args: str) -> None:
 def tests(session: nox.Session) -> None:
     """The library's, the suites' and the harness's tests, on the host, as root."""
     install(session, "test")
-    session.run("python", "-m", "harness.hostprep", "--for", "tests")
+    session.run("python", "-m", "harness.host.prep", "--for", "tests")
     # Two workers by file: the guests of the harness's tests boot while the rest runs.
     # The host's verdicts and JUnit XML go to results/host/.
     session.run(

@@ -3,11 +3,12 @@
 A kernel's *source* says where its image and modules come from. Each kind of source is a small
 frozen dataclass registered in ``SOURCE_KINDS`` with the keys it accepts; adding a kind (a local
 RHEL ``kernel-core`` + ``kernel-modules`` RPM pair, say) means adding one dataclass, one entry in
-that table and one installer in :mod:`harness.kernels`, without reshaping the file format.
+that table and one installer in :mod:`harness.fetch.kernels`, without reshaping the file format.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +22,34 @@ from harness.errors import ConfigError
 DEBIAN_CODENAMES = ("buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid")
 DEBIAN_ALIASES = ("oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental")
 DEBIAN_SUITE_SUFFIXES = ("", "-updates", "-backports", "-backports-sloppy", "-proposed-updates")
-KERNEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-MEMORY = re.compile(r"^[0-9]+[MG]$")
+KERNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # used with fullmatch: no trailing \n
+MEMORY = re.compile(r"([0-9]+)([MG])")
+# Names a kernel cannot have: the host tests' column, and the files and folders a results
+# directory holds beside the kernels' own.
+RESERVED_NAMES = frozenset(
+    {
+        "host",
+        "matrix.json",
+        "previous-matrix.json",
+        "run.json",
+        "report.html",
+        "report-screenshot.png",
+        "bench.json",
+        "history.json",
+        "attempts",
+    }
+)
+ARCHITECTURES = ("x86_64", "arm64")
+PICKS = ("newest", "oldest")
+MIN_MEMORY_MIB = 256  # below this no Debian cloud kernel boots with virtme-ng's initramfs
+MAX_CPUS = 255  # QEMU's limit for x86 "pc" and arm "virt" guests with virtme-ng's setup
+
+
+def memory_mib(text: str) -> int:
+    match = MEMORY.fullmatch(text)
+    if not match:
+        raise ValueError(f"{text!r} is not like 2G or 1536M")
+    return int(match.group(1)) * (1024 if match.group(2) == "G" else 1)
 
 
 def known_debian_suites() -> tuple[str, ...]:
@@ -37,10 +64,12 @@ class DebianSource:
     suite: str
     package: str
     mirror: str | None = None
+    pick: str = "newest"  # of the packages the glob matches: the newest or the oldest version
     kind: str = "debian"
 
     def describe(self) -> str:
-        return f"{self.package} from Debian {self.suite}"
+        which = f" ({self.pick} match)" if self.pick != "newest" else ""
+        return f"{self.package}{which} from Debian {self.suite}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,7 @@ class KernelSpec:
     cpus: int = 2
     append: str = ""
     tcg_cpu: str = "max,-cx16"
+    arch: str = "x86_64"
 
 
 @dataclass(frozen=True)
@@ -103,6 +133,9 @@ class MatrixConfig:
                 None,
                 f"no such kernel; known: {', '.join(by_name)}",
             )
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(str(self.path), twice[0], None, "named more than once")
         return [by_name[n] for n in names]
 
 
@@ -154,13 +187,27 @@ def _relative(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base.parent / p).resolve()
 
 
+def is_mirror_url(text: str) -> bool:
+    return bool(re.fullmatch(r"(https?|file)://[^\s]+", text))
+
+
+def _mirror(c: _Checker, key: str) -> str | None:
+    value: str | None = c.get(
+        key, str, None, check=is_mirror_url, expect="an http://, https:// or file:// URL"
+    )
+    return value
+
+
 def _debian_source(c: _Checker) -> DebianSource:
-    c.only({"suite", "package", "mirror"})
+    c.only({"suite", "package", "mirror", "pick"})
     suite = c.get("suite", str)
     if suite not in known_debian_suites():
         c.fail("suite", f"unknown suite {suite!r}; known: {', '.join(known_debian_suites())}")
     return DebianSource(
-        suite=suite, package=c.get("package", str), mirror=c.get("mirror", str, None)
+        suite=suite,
+        package=c.get("package", str),
+        mirror=_mirror(c, "mirror"),
+        pick=c.get("pick", str, "newest", check=lambda v: v in PICKS, expect=" or ".join(PICKS)),
     )
 
 
@@ -202,7 +249,30 @@ KERNEL_KEYS = {
     "cpus",
     "append",
     "tcg_cpu",
+    "arch",
 }
+DEFAULT_KEYS = {"timeout", "boot_timeout", "memory", "cpus", "tags", "append", "tcg_cpu", "arch"}
+
+
+def _name(c: _Checker) -> str:
+    name: str = c.get(
+        "name",
+        str,
+        check=lambda v: bool(KERNEL_NAME.fullmatch(v)),
+        expect="a name of letters, digits, . _ - (no spaces or control characters)",
+    )
+    if name in RESERVED_NAMES:
+        c.fail("name", f"{name!r} is reserved (results/ uses it); choose another name")
+    return name
+
+
+def _append(value: str) -> bool:
+    # vng passes its own init= to start its guest; one given here would be dropped silently.
+    return not any(word.startswith("init=") for word in value.split())
+
+
+def _finite_positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def _source(c: _Checker) -> KernelSource:
@@ -219,12 +289,7 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
     label = name if isinstance(name, str) else f"#{index + 1}"
     c = _Checker(path, label, "", raw)
     c.only(KERNEL_KEYS)
-    name = c.get(
-        "name",
-        str,
-        check=lambda v: bool(KERNEL_NAME.match(v)),
-        expect="a name of letters, digits, . _ -",
-    )
+    name = _name(c)
     merged = {**defaults, **c.data}
     d = _Checker(path, label, "", merged)
     tags = d.get(
@@ -239,14 +304,29 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
         note=c.get("note", str),
         source=_source(c.child("source")),
         tags=tuple(tags),
-        timeout=d.get("timeout", float, 1200.0, check=lambda v: v > 0, expect="positive"),
-        boot_timeout=d.get("boot_timeout", float, 300.0, check=lambda v: v > 0, expect="positive"),
-        memory=d.get(
-            "memory", str, "2G", check=lambda v: bool(MEMORY.match(v)), expect="like 2G or 1536M"
+        timeout=d.get("timeout", float, 1200.0, check=_finite_positive, expect="a positive number"),
+        boot_timeout=d.get(
+            "boot_timeout", float, 300.0, check=_finite_positive, expect="a positive number"
         ),
-        cpus=d.get("cpus", int, 2, check=lambda v: v > 0, expect="positive"),
-        append=d.get("append", str, ""),
+        memory=d.get(
+            "memory",
+            str,
+            "2G",
+            check=lambda v: bool(MEMORY.fullmatch(v)) and memory_mib(v) >= MIN_MEMORY_MIB,
+            expect=f"like 2G or 1536M, at least {MIN_MEMORY_MIB}M",
+        ),
+        cpus=d.get("cpus", int, 2, check=lambda v: 0 < v <= MAX_CPUS, expect=f"1 to {MAX_CPUS}"),
+        append=d.get(
+            "append", str, "", check=_append, expect="free of init= (vng sets its own init)"
+        ),
         tcg_cpu=d.get("tcg_cpu", str, "max,-cx16"),
+        arch=d.get(
+            "arch",
+            str,
+            "x86_64",
+            check=lambda v: v in ARCHITECTURES,
+            expect=" or ".join(ARCHITECTURES),
+        ),
     )
 
 
@@ -259,7 +339,7 @@ def parse_config(path: Path, text: str) -> MatrixConfig:
     top.only({"mirror", "defaults", "kernels"})
     defaults = top.child("defaults") if "defaults" in top.data else None
     if defaults is not None:
-        defaults.only({"timeout", "boot_timeout", "memory", "cpus", "tags", "append", "tcg_cpu"})
+        defaults.only(DEFAULT_KEYS)
     raw_kernels = top.get("kernels", list, check=bool, expect="a non-empty list")
     kernels = [
         _kernel(path, i, k, defaults.data if defaults else {}) for i, k in enumerate(raw_kernels)
@@ -272,14 +352,18 @@ def parse_config(path: Path, text: str) -> MatrixConfig:
     return MatrixConfig(
         path=path,
         kernels=tuple(kernels),
-        mirror=top.get("mirror", str, None),
+        mirror=_mirror(top, "mirror"),
         defaults=defaults.data if defaults else {},
     )
 
 
 def load_config(path: Path) -> MatrixConfig:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), None, None, f"cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), None, None, f"not UTF-8 (byte {exc.start})") from exc
     return parse_config(path, text)

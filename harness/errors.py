@@ -37,3 +37,21 @@ class FetchError(HarnessError):
     """A kernel could not be resolved, downloaded, verified or extracted."""
 
     exit_status = 4
+
+
+class UnreadableResult(HarnessError):
+    """A result file that exists but is damaged: truncated, not UTF-8, of the wrong shape.
+    The report names it and marks its kernel ``unreadable``; it never drops it silently."""
+
+    exit_status = 1
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class UsageError(HarnessError):
+    """A command-line value or a path the run cannot use, found before anything boots."""
+
+    exit_status = 2

@@ -1,18 +1,37 @@
-"""Result files: written whole or not at all, read back leniently."""
+"""Result files: written whole or not at all, locked where several writers may meet, and read
+back either leniently (a file a kernel may never have reached) or strictly (a file that must
+be there and whole, whose damage is named)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.errors import UnreadableResult
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write beside under a name of its own, then rename: a reader never sees half a file,
+    and two writers of the same file never share a temporary one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
 
 def write_text(path: Path, text: str) -> None:
-    """Write beside, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes(path, text.encode())
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -27,3 +46,40 @@ def read_json_object(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def load_json_object(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """A JSON object that, if present, must be whole: None when the file does not exist, an
+    :class:`UnreadableResult` naming the file and the damage when it is truncated, not UTF-8,
+    not an object, or lacks one of the ``required`` keys."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnreadableResult(path, f"cannot read: {exc.strerror}") from exc
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UnreadableResult(path, f"not UTF-8 (byte {exc.start})") from exc
+    except ValueError as exc:
+        raise UnreadableResult(path, f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UnreadableResult(path, f"expected a JSON object, found {type(data).__name__}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise UnreadableResult(path, f"missing {', '.join(missing)}")
+    return data
+
+
+@contextlib.contextmanager
+def locked(directory: Path, name: str = ".lock") -> Iterator[None]:
+    """An exclusive lock on ``directory`` (a file in it), held for the block: two report
+    builds, or two runs into the same results, take turns instead of interleaving."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -1,7 +1,9 @@
 """``python -m harness.report [DIR...] [--out DIR]``: rebuild matrix.json and report.html.
 
 DIRs are results directories (or single kernel directories), possibly from other machines;
-for a kernel present in several, the last one given wins.
+for a kernel present in several, the last one given wins. Exit status: 0; 1 when a result
+file is damaged (named on stderr, its kernel shown as unreadable); 2 for a usage error;
+5 for surprises.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.report import DEFAULT_EXPECTATIONS, REPO, surprise_lines, write_report
+from harness.report import DEFAULT_EXPECTATIONS, REPO, problem_lines, surprise_lines, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,11 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     surprises = surprise_lines(matrix)
     for line in surprises:
         print(f"surprise: {line}")
+    problems = problem_lines(matrix)
+    for line in problems:
+        print(f"unreadable: {line}", file=sys.stderr)
     if args.browser_check:
         from harness.report.browser import main as browser_main
 
         if browser_main([str(out / "report.html")]) != 0:
             return 1
+    if problems:
+        return 1
     return 5 if surprises and not args.allow_surprises else 0
 
 

@@ -1,21 +1,35 @@
-"""results/<kernel>/ directories -> matrix.json (schema 1, docs/results-schema.md).
+"""results/<kernel>/ directories -> matrix.json (schema 2, docs/results-schema.md).
 
 Only files that the runs wrote are read; every cell's outcome comes from the suites' own
-verdicts in outcomes.json, and a kernel that did not complete gives ``not-run`` cells.
+verdicts in outcomes.json, and a kernel that did not complete gives ``not-run`` cells. The
+rows (features and strategies) come from the results too: what the library in each guest
+said it defines, never from whatever library this process happens to import.
+
+A result file that exists but is damaged (truncated, not UTF-8, the wrong shape) is named,
+with what is wrong with it, and its kernel is ``unreadable``: never ``ok`` with empty cells,
+never left out without a word.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from xml.etree import ElementTree
 
-from harness.files import read_json_object
+from harness.errors import UnreadableResult
+from harness.files import load_json_object
 from harness.report.expectations import Expectations, KernelFacts, parse_config
 
-SCHEMA = 1
+SCHEMA = 2
+T = TypeVar("T")
+# Directories of results/ that are not kernels.
+NOT_KERNELS = frozenset({"attempts"})
+# Files whose presence says a directory holds a kernel's results.
+KERNEL_FILES = ("kernel.json", "outcomes.json", "console.log", "guest.json")
 
 
 @dataclass
@@ -25,38 +39,105 @@ class KernelDir:
     guest: dict[str, Any] = field(default_factory=dict)
     outcomes: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, str] = field(default_factory=dict)
+    config: dict[str, str] | None = None  # None: no config file at all
     release: str | None = None
+    problems: list[str] = field(default_factory=list)  # "file: what is wrong"
 
     @property
     def name(self) -> str:
         return str(self.kernel.get("name", self.path.name))
 
+    @property
+    def status(self) -> str:
+        return "unreadable" if self.problems else str(self.kernel.get("status", "not-run"))
+
+
+def _text(path: Path) -> str | None:
+    """A text file that must be UTF-8 without NUL bytes (a config, uname.txt)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnreadableResult(path, f"cannot read: {exc.strerror}") from exc
+    if b"\0" in raw:
+        raise UnreadableResult(path, "binary data where text was expected")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UnreadableResult(path, f"not UTF-8 (byte {exc.start})") from exc
+
+
+def _check_junit(path: Path) -> None:
+    if not path.exists():
+        return
+    try:
+        ElementTree.parse(path)
+    except (ElementTree.ParseError, OSError) as exc:
+        raise UnreadableResult(path, f"not well-formed XML: {exc}") from exc
+
+
+def _shaped(data: dict[str, Any] | None, path: Path, key: str, kind: type) -> None:
+    if data is not None and key in data and not isinstance(data[key], kind):
+        raise UnreadableResult(
+            path, f"{key} is a {type(data[key]).__name__}, not a {kind.__name__}"
+        )
+
 
 def load_kernel_dir(path: Path) -> KernelDir | None:
-    kernel = read_json_object(path / "kernel.json")
-    if not kernel:
+    """A kernel's results, every damaged file named in ``problems``; None for a directory
+    that holds no kernel results at all."""
+    if not any((path / name).exists() for name in KERNEL_FILES):
         return None
-    release_file = path / "uname.txt"
-    config_file = path / "config"
-    return KernelDir(
-        path=path,
-        kernel=kernel,
-        guest=read_json_object(path / "guest.json"),
-        outcomes=read_json_object(path / "outcomes.json"),
-        facts=read_json_object(path / "facts.json"),
-        config=parse_config(config_file.read_text()) if config_file.exists() else {},
-        release=release_file.read_text().strip() if release_file.exists() else None,
-    )
+    k = KernelDir(path=path, kernel={})
+
+    def noted(read: Callable[[], T | None]) -> T | None:
+        try:
+            return read()
+        except UnreadableResult as exc:
+            k.problems.append(str(exc))
+            return None
+
+    k.kernel = noted(lambda: load_json_object(path / "kernel.json", ("name", "status"))) or {}
+    if not (path / "kernel.json").exists():
+        k.problems.append(f"{path / 'kernel.json'}: missing")
+    k.guest = noted(lambda: load_json_object(path / "guest.json")) or {}
+    k.outcomes = noted(lambda: _outcomes(path / "outcomes.json")) or {}
+    k.facts = noted(lambda: load_json_object(path / "facts.json")) or {}
+    noted(lambda: _check_junit(path / "junit.xml"))
+    k.release = (noted(lambda: _text(path / "uname.txt")) or "").strip() or None
+    config = noted(lambda: _text(path / "config"))
+    k.config = parse_config(config) if config is not None else None
+    return k
+
+
+def _outcomes(path: Path) -> dict[str, Any] | None:
+    data = load_json_object(path, ("cells",))
+    _shaped(data, path, "cells", list)
+    _shaped(data, path, "features", list)
+    _shaped(data, path, "tests", list)
+    _shaped(data, path, "defaults", dict)
+    if data is not None:
+        for cell in data["cells"]:
+            if not isinstance(cell, dict) or not {"feature", "strategy", "outcome"} <= set(cell):
+                raise UnreadableResult(path, f"a cell without feature, strategy, outcome: {cell!r}")
+    return data
 
 
 def find_kernel_dirs(roots: Iterable[Path]) -> list[KernelDir]:
     """Kernel directories under each root (a results/ directory, or one kernel's own)."""
     found: dict[str, KernelDir] = {}
     for root in roots:
-        candidates = [root] if (root / "kernel.json").exists() else sorted(root.iterdir())
+        if (root / "kernel.json").exists():
+            candidates = [root]
+        else:
+            candidates = sorted(
+                p
+                for p in root.iterdir()
+                if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_KERNELS
+            )
         for candidate in candidates:
-            loaded = load_kernel_dir(candidate) if candidate.is_dir() else None
+            loaded = load_kernel_dir(candidate)
             if loaded is not None:
                 found[loaded.name] = loaded  # a later root wins for the same kernel name
     return list(found.values())
@@ -69,52 +150,88 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def kernel_entry(k: KernelDir, out_dir: Path) -> dict[str, Any]:
+RESULT_FILES = (
+    "console.log",
+    "pytest.log",
+    "junit.xml",
+    "dmesg.txt",
+    "config",
+    "reproduce.sh",
+    "outcomes.json",
+    "probe.json",
+)
+PACKAGE_KEYS = (
+    "name",
+    "version",
+    "sha256",
+    "suite",
+    "url",
+    "file",
+    "index_signature",
+    "index_stale",
+)
+
+
+def upstream_version(version: str | None) -> str | None:
+    """A Debian package version's upstream part: "6.1.153-1" -> "6.1.153". The kernel's own
+    ``uname -r`` (6.1.0-50-cloud-amd64 on bookworm) does not say which stable release it is."""
+    if not version:
+        return None
+    match = re.match(r"(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", version)
+    return match.group(1) if match else None
+
+
+def kernel_upstream(k: KernelDir) -> str | None:
+    packages = k.kernel.get("packages") or []
+    first = packages[0] if packages and isinstance(packages[0], dict) else {}
+    return upstream_version(first.get("version")) or k.kernel.get("upstream_release")
+
+
+def kernel_entry(k: KernelDir, out_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
     info = k.kernel
     packages = [
-        {
-            key: p.get(key)
-            for key in ("name", "version", "sha256", "suite", "url", "file")
-            if p.get(key) is not None
-        }
+        {key: p.get(key) for key in PACKAGE_KEYS if p.get(key) is not None}
         for p in info.get("packages", [])
+        if isinstance(p, dict)
     ]
     files = {
-        name: _relative(k.path / name, out_dir)
-        for name in (
-            "console.log",
-            "pytest.log",
-            "junit.xml",
-            "dmesg.txt",
-            "config",
-            "reproduce.sh",
-            "outcomes.json",
-            "probe.json",
-        )
-        if (k.path / name).exists()
+        name: _relative(k.path / name, out_dir) for name in RESULT_FILES if (k.path / name).exists()
     }
+    this_run = run.get("run_id")
+    from_run = info.get("run_id")
     return {
         "name": k.name,
         "note": info.get("note", ""),
         "tags": info.get("tags", []),
+        "arch": info.get("arch", "x86_64"),
+        "host": bool(info.get("host")),
         "source": info.get("source", ""),
         "release": k.release,
         "package_release": info.get("package_release"),
-        "status": info.get("status", "not-run"),
-        "detail": info.get("detail", ""),
+        "upstream_release": kernel_upstream(k),
+        "status": k.status,
+        "detail": "; ".join(k.problems) if k.problems else info.get("detail", ""),
+        "problems": k.problems,
         "accelerator": info.get("accelerator"),
         "packages": packages,
+        "signatures": sorted({str(p.get("index_signature", "unknown")) for p in packages}),
         "qemu": info.get("qemu"),
         "virtme_ng": info.get("virtme_ng"),
         "boot_seconds": info.get("boot_seconds"),
         "bare_boot_seconds": info.get("bare_boot_seconds"),
         "test_seconds": round(k.guest["suites_seconds"], 1)
-        if "suites_seconds" in k.guest
+        if isinstance(k.guest.get("suites_seconds"), int | float)
         else None,
         "wall_seconds": info.get("wall_seconds"),
+        "timeline": info.get("timeline", []),
         "finished": info.get("finished"),
+        "run_id": from_run,
+        "from_this_run": this_run is None or from_run == this_run,
+        "this_run": (run.get("statuses") or {}).get(k.name) if from_run != this_run else None,
+        "attempt": (run.get("attempts") or {}).get(k.name),
         "reproduce": info.get("reproduce"),
         "command": info.get("command"),
+        "pytest_args": info.get("pytest_args", []),
         "scratch": k.guest.get("scratch"),
         "pytest_exit": k.guest.get("pytest_exit"),
         "evidence": info.get("evidence", []),
@@ -125,6 +242,8 @@ def kernel_entry(k: KernelDir, out_dir: Path) -> dict[str, Any]:
 def facts_of(k: KernelDir) -> KernelFacts:
     return KernelFacts(
         release=k.release,
+        upstream=kernel_upstream(k),
+        arch=str(k.kernel.get("arch", "x86_64")),
         tags=tuple(k.kernel.get("tags", [])),
         symbols=frozenset(k.facts["symbols"]) if "symbols" in k.facts else None,
         config=k.config,
@@ -135,7 +254,9 @@ def _evidence(cell: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, An
     by_test = {
         t["nodeid"]: t
         for t in tests
-        if t.get("feature") == cell["feature"] and t.get("strategy") == cell["strategy"]
+        if isinstance(t, dict)
+        and t.get("feature") == cell["feature"]
+        and t.get("strategy") == cell["strategy"]
     }
     records = []
     for t in by_test.values():
@@ -150,39 +271,49 @@ def _evidence(cell: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, An
     }
 
 
+def _no_evidence(reason: str) -> dict[str, Any]:
+    return {
+        "tests": [],
+        "errno": None,
+        "errname": None,
+        "message": reason,
+        "limits": [],
+        "records": [],
+    }
+
+
+def is_surprise(outcome: str, expected: str, kernel_ok: bool, selected: bool) -> bool:
+    """``broken``; ``works``/``unsupported`` against the expectation; and, on a kernel that
+    ran the whole suites, ``not-run`` where the strategy is expected to work (a gap that
+    would otherwise pass for nothing)."""
+    if outcome == "broken":
+        return True
+    if outcome in ("works", "unsupported") and expected in ("works", "unsupported"):
+        return outcome != expected
+    return outcome == "not-run" and expected == "works" and kernel_ok and not selected
+
+
 def kernel_cells(
     k: KernelDir, strategies: list[tuple[str, str]], expectations: Expectations
 ) -> list[dict[str, Any]]:
     ran = {(c["feature"], c["strategy"]): c for c in k.outcomes.get("cells", [])}
     tests = k.outcomes.get("tests", [])
     facts = facts_of(k)
-    status = k.kernel.get("status", "not-run")
+    status = k.status
+    selected = bool(k.kernel.get("pytest_args"))
     cells = []
     for feature, strategy in strategies:
         expected, why = expectations.expected(feature, strategy, facts)
         cell = ran.get((feature, strategy))
-        if cell is None or status != "ok":
-            reason = f"kernel {status}" if status != "ok" else "no test ran for this strategy"
-            outcome, backings = "not-run", []
-            evidence: dict[str, Any] = {
-                "tests": [],
-                "errno": None,
-                "errname": None,
-                "message": reason,
-                "limits": [],
-                "records": [],
-            }
+        backings: list[str] = []
+        if status != "ok":
+            outcome, evidence = "not-run", _no_evidence(f"kernel {status}")
+        elif cell is None:
+            reason = "deselected" if selected else "no test ran for this strategy"
+            outcome, evidence = "not-run", _no_evidence(reason)
         else:
-            outcome, evidence, backings = (
-                cell["outcome"],
-                _evidence(cell, tests),
-                cell.get("backings", []),
-            )
-        surprise = outcome == "broken" or (
-            outcome in ("works", "unsupported")
-            and expected in ("works", "unsupported")
-            and outcome != expected
-        )
+            outcome = cell["outcome"]
+            evidence, backings = _evidence(cell, tests), cell.get("backings", [])
         cells.append(
             {
                 "kernel": k.name,
@@ -191,7 +322,7 @@ def kernel_cells(
                 "outcome": outcome,
                 "expected": expected,
                 "expected_because": why,
-                "surprise": surprise,
+                "surprise": is_surprise(outcome, expected, status == "ok", selected),
                 "evidence": evidence,
                 "backings": backings,
             }
@@ -251,23 +382,61 @@ def default_entry(kernel: str, feature: str, value: Any) -> dict[str, Any]:
     }
 
 
+def feature_rows(
+    kernel_dirs: list[KernelDir], run: dict[str, Any]
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Every (feature, strategy) that a guest's library (or the run, for a run whose guests
+    all failed) says it defines, in the library's own order of preference."""
+    order: dict[str, list[str]] = {}
+    summaries: dict[str, str] = {}
+    lists = [k.outcomes.get("features") or [] for k in kernel_dirs] + [run.get("features") or []]
+    for features in lists:
+        for f in features:
+            if not isinstance(f, dict) or "id" not in f:
+                continue
+            strategies = order.setdefault(str(f["id"]), [])
+            summaries.setdefault(str(f["id"]), str(f.get("summary", "")))
+            strategies.extend(s for s in f.get("strategies", []) if s not in strategies)
+    return [(f, s) for f, ss in order.items() for s in ss], summaries
+
+
+RUN_KEYS = (
+    "host",
+    "host_kernel",
+    "accelerator",
+    "accelerator_reason",
+    "wall_seconds",
+    "started",
+    "downloaded_bytes",
+    "virtiofsd",
+    "qemu",
+    "virtme_ng",
+    "run_id",
+)
+
+
 def build_matrix(
     kernel_dirs: list[KernelDir],
-    strategies: list[tuple[str, str]],
-    summaries: dict[str, str],
     expectations: Expectations,
     out_dir: Path,
     run: dict[str, Any] | None = None,
     previous: dict[str, Any] | None = None,
+    problems: list[str] | None = None,
 ) -> dict[str, Any]:
-    order = {name: i for i, name in enumerate((run or {}).get("kernels", []))}
-    kernel_dirs = sorted(kernel_dirs, key=lambda k: (order.get(k.name, len(order)), k.name))
-    kernels = [kernel_entry(k, out_dir) for k in kernel_dirs]
+    run = run or {}
+    order = {name: i for i, name in enumerate(run.get("kernels", []))}
+    kernel_dirs = sorted(
+        kernel_dirs,
+        key=lambda k: (bool(k.kernel.get("host")), order.get(k.name, len(order)), k.name),
+    )
+    strategies, summaries = feature_rows(kernel_dirs, run)
+    kernels = [kernel_entry(k, out_dir, run) for k in kernel_dirs]
     cells = [c for k in kernel_dirs for c in kernel_cells(k, strategies, expectations)]
     defaults = [
         default_entry(k.name, f, d)
         for k in kernel_dirs
-        for f, d in sorted(k.outcomes.get("defaults", {}).items())
+        if k.status == "ok"
+        for f, d in sorted((k.outcomes.get("defaults") or {}).items())
     ]
     features: list[dict[str, Any]] = []
     for feature, strategy in strategies:
@@ -276,28 +445,18 @@ def build_matrix(
                 {"id": feature, "summary": summaries.get(feature, ""), "strategies": []}
             )
         features[-1]["strategies"].append(strategy)
-    run_keys = (
-        "host",
-        "host_kernel",
-        "accelerator",
-        "accelerator_reason",
-        "wall_seconds",
-        "started",
-        "downloaded_bytes",
-        "virtiofsd",
-        "qemu",
-        "virtme_ng",
-    )
+    all_problems = [*(problems or []), *(p for k in kernel_dirs for p in k.problems)]
     return {
         "schema": SCHEMA,
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "run": {**dict.fromkeys(run_keys), **(run or {})},
+        "run": {**dict.fromkeys(RUN_KEYS), **{k: v for k, v in run.items() if k in RUN_KEYS}},
         "kernels": kernels,
         "features": features,
         "cells": cells,
         "defaults": defaults,
         "surprises": [c for c in cells if c["surprise"]],
         "comparison": compare(cells, kernels, previous),
+        "problems": all_problems,
         "totals": {
             o: sum(1 for c in cells if c["outcome"] == o)
             for o in ("works", "unsupported", "broken", "not-run")

@@ -1,4 +1,18 @@
-"""The expectations file: per (feature, strategy), the conditions under which it should work."""
+"""The expectations file: per (feature, strategy), the conditions under which it should work.
+
+Conditions come from the kernel under test, found apart from the library they judge:
+
+``symbol``       a symbol in the guest's /proc/kallsyms; a string (``__x64_sys_fsopen``, read
+                 as ``__arm64_sys_fsopen`` on arm64) or a mapping per architecture
+``config``       an option =y or =m in the kernel's own config file
+``min_release``  the kernel's upstream release is at least this: from its package version
+                 (Debian's 6.1.0-50 is 6.1.153), else from ``uname -r``. For behaviour that
+                 leaves no symbol or option behind; ``why`` must say so
+``backports``    releases of older stable series that have it too (``6.6.23``): a kernel of
+                 that series holds the condition from that release on
+``tags_any``, ``tags_none``   tags from kernels.yaml
+``why``          a sentence: why this condition, and why no symbol or option can tell
+"""
 
 from __future__ import annotations
 
@@ -12,7 +26,16 @@ import yaml
 
 from harness.errors import ConfigError
 
-CONDITION_KEYS = {"symbol", "config", "min_release", "tags_any", "tags_none"}
+CONDITION_KEYS = {
+    "symbol",
+    "config",
+    "min_release",
+    "backports",
+    "tags_any",
+    "tags_none",
+    "why",
+}
+SYMBOL_PREFIX = {"x86_64": "__x64_sys_", "arm64": "__arm64_sys_"}
 
 
 @dataclass(frozen=True)
@@ -20,9 +43,15 @@ class KernelFacts:
     """What is known of a kernel without asking the library under test."""
 
     release: str | None
+    upstream: str | None = None  # from the package version, where there is a package
+    arch: str = "x86_64"
     tags: tuple[str, ...] = ()
     symbols: frozenset[str] | None = None  # None: the guest never reported them
-    config: Mapping[str, str] = field(default_factory=dict)
+    config: Mapping[str, str] | None = field(default_factory=dict)  # None: no config file
+
+    @property
+    def version(self) -> str | None:
+        return self.upstream or self.release
 
 
 def release_tuple(release: str) -> tuple[int, ...]:
@@ -41,30 +70,54 @@ def parse_config(text: str) -> dict[str, str]:
     return values
 
 
+def symbol_for(condition: Any, arch: str) -> str:
+    if isinstance(condition, Mapping):
+        if arch not in condition:
+            raise LookupError(f"no symbol given for {arch}")
+        return str(condition[arch])
+    name = str(condition)
+    for prefix in SYMBOL_PREFIX.values():
+        if name.startswith(prefix):
+            return SYMBOL_PREFIX.get(arch, prefix) + name[len(prefix) :]
+    return name
+
+
+def release_holds(version: str, minimum: str, backports: list[str]) -> bool:
+    have = release_tuple(version)
+    for backport in backports:
+        wanted = release_tuple(backport)
+        if have[:2] == wanted[:2]:
+            return have >= wanted
+    return have >= release_tuple(minimum)
+
+
 def _holds(condition: Mapping[str, Any], facts: KernelFacts) -> tuple[bool, list[str]]:
     reasons = []
     ok = True
     if "symbol" in condition:
-        name = str(condition["symbol"])
+        name = symbol_for(condition["symbol"], facts.arch)
         if facts.symbols is None:
             raise LookupError("the guest reported no kernel symbols (facts.json)")
-        arm = name.replace("__x64_sys_", "__arm64_sys_")
-        have = name in facts.symbols or arm in facts.symbols
+        have = name in facts.symbols
         ok &= have
         reasons.append(f"symbol {name} {'present' if have else 'absent'}")
     if "config" in condition:
+        if facts.config is None:
+            raise LookupError(f"no config file to read {condition['config']} from")
         value = facts.config.get(str(condition["config"]))
         have = value in ("y", "m")
         ok &= have
         reasons.append(f"{condition['config']}={value or 'unset'}")
     if "min_release" in condition:
-        have = facts.release is not None and release_tuple(facts.release) >= release_tuple(
-            str(condition["min_release"])
+        version = facts.version
+        backports = [str(b) for b in condition.get("backports", [])]
+        have = version is not None and release_holds(
+            version, str(condition["min_release"]), backports
         )
         ok &= have
-        reasons.append(
-            f"release {facts.release} {'>=' if have else '<'} {condition['min_release']}"
-        )
+        since = " or ".join([*backports, str(condition["min_release"])])
+        source = "package" if facts.upstream else "release"
+        reasons.append(f"{source} {version} {'is at least' if have else 'is before'} {since}")
     if "tags_any" in condition:
         have = bool(set(condition["tags_any"]) & set(facts.tags))
         ok &= have
@@ -94,11 +147,27 @@ class Expectations:
             return "unknown", str(exc)
         return ("works" if ok else "unsupported"), "; ".join(reasons) or "always"
 
+    def pairs(self) -> set[tuple[str, str]]:
+        return {(f, s) for f, strategies in self.conditions.items() for s in strategies}
+
+
+def _check_condition(path: Path, where: str, condition: object) -> None:
+    if not isinstance(condition, dict) or set(condition) - CONDITION_KEYS:
+        raise ConfigError(
+            str(path), None, where, f"conditions are a mapping of {sorted(CONDITION_KEYS)}"
+        )
+    if "min_release" in condition and not condition.get("why"):
+        raise ConfigError(
+            str(path), None, where, "min_release needs a why: what leaves no symbol or option"
+        )
+    if "backports" in condition and "min_release" not in condition:
+        raise ConfigError(str(path), None, where, "backports go with a min_release")
+
 
 def load_expectations(path: Path) -> Expectations:
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(str(path), None, None, f"cannot read: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(str(path), None, None, "expected a mapping of features")
@@ -106,11 +175,5 @@ def load_expectations(path: Path) -> Expectations:
         if not isinstance(strategies, dict):
             raise ConfigError(str(path), None, str(feature), "expected a mapping of strategies")
         for strategy, condition in strategies.items():
-            if not isinstance(condition, dict) or set(condition) - CONDITION_KEYS:
-                raise ConfigError(
-                    str(path),
-                    None,
-                    f"{feature}.{strategy}",
-                    f"conditions are a mapping of {sorted(CONDITION_KEYS)}",
-                )
+            _check_condition(path, f"{feature}.{strategy}", condition)
     return Expectations(path, data)

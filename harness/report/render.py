@@ -33,6 +33,54 @@ def console_excerpt(path: Path) -> dict[str, Any] | None:
     return {"text": text, "lines": len(lines), "cut": True}
 
 
+TIMELINE_LABELS = {
+    "console-first-line": "QEMU start",
+    "command-started": "kernel boot",
+    "python-started": "Python start-up",
+    "modules-loaded": "modprobe",
+    "facts-collected": "kallsyms",
+    "scratch-ready": "scratch disk",
+    "pytest-started": "pytest start-up",
+    "collection-done": "collection",
+    "suites-done": "pytest summary",
+    "probe-done": "probe",
+    "dmesg-collected": "dmesg",
+    "results-written": "results",
+    "guest-exit": "shutdown",
+}
+
+
+def timeline_segments(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kernel's timeline as bar segments: each one the time up to an event, named after
+    the work it measured (a test file by its name)."""
+    points = sorted(timeline, key=lambda p: float(p.get("seconds", 0)))
+    if not points:
+        return []
+    total = max(float(points[-1]["seconds"]), 0.01)
+    segments = []
+    previous = 0.0
+    for point in points:
+        at = float(point["seconds"])
+        event = str(point["event"])
+        if event == "file-done":
+            label = Path(str(point.get("detail", ""))).name or "test file"
+        else:
+            label = TIMELINE_LABELS.get(event, event)
+        seconds = at - previous
+        if seconds > 0:
+            segments.append(
+                {
+                    "label": label,
+                    "start": round(previous, 1),
+                    "seconds": round(seconds, 1),
+                    "percent": round(100 * seconds / total, 2),
+                    "kind": "test" if event == "file-done" else event,
+                }
+            )
+        previous = at
+    return segments
+
+
 def render_report(matrix: dict[str, Any], out_dir: Path) -> str:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness", "templates"),
@@ -54,6 +102,13 @@ def render_report(matrix: dict[str, Any], out_dir: Path) -> str:
         defaults=defaults,
         consoles=consoles,
         kernel_files={k["name"]: k["files"] for k in matrix["kernels"]},
+        timelines={k["name"]: timeline_segments(k.get("timeline", [])) for k in matrix["kernels"]},
+        unverified=[
+            (k["name"], s)
+            for k in matrix["kernels"]
+            for s in k.get("signatures", [])
+            if s != "verified"
+        ],
         css=_static("report.css"),
         js=_static("report.js"),
     )

@@ -96,11 +96,19 @@ class SuitesState:
                 self.add(data["items"], data["records"])
 
     def write(self, path: Path, exit_status: int) -> None:
+        from mountcompat.features import ordered
+
         cells = aggregate(self.evidence.values(), self.known_cells)
         data = {
             "schema": 1,
             "kernel": platform.release(),
             "exit_status": exit_status,
+            # The library's own list of what should have a verdict: the report's rows, and
+            # what the harness checks the verdicts against.
+            "features": [
+                {"id": f.id, "summary": f.summary, "strategies": [s.name for s in f.strategies]}
+                for f in ordered()
+            ],
             "tests": [e.to_json() for e in self.evidence.values()],
             "cells": [c.to_json() for c in cells],
             "defaults": defaults_from(self.records),

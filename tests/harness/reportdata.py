@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.report import library_strategies
+from mountcompat.features import ordered
 
 
 def kernel_dir(
@@ -17,11 +17,17 @@ def kernel_dir(
     symbols: list[str],
     status: str = "ok",
     sha: str = "a",
+    version: str = "1",
+    pytest_args: tuple[str, ...] = ("-k", "a selection"),
 ) -> Path:
+    """A kernel's results; by default from a run narrowed to the cells given (so the others
+    are "deselected", not gaps)."""
     d = root / name
     d.mkdir(parents=True)
+    write_run(root)
     kernel: dict[str, Any] = {
         "name": name,
+        "pytest_args": list(pytest_args),
         "note": f"{name} note",
         "tags": ["t"],
         "status": status,
@@ -29,7 +35,7 @@ def kernel_dir(
         "accelerator": "tcg",
         "qemu": "QEMU 7.2",
         "virtme_ng": "1.42",
-        "packages": [{"name": f"linux-image-{release}", "version": "1", "sha256": sha * 64}],
+        "packages": [{"name": f"linux-image-{release}", "version": version, "sha256": sha * 64}],
         "reproduce": f"sh {d}/reproduce.sh",
         "evidence": ["last console line"],
         "boot_seconds": 9.0,
@@ -69,6 +75,7 @@ def kernel_dir(
         json.dumps(
             {
                 "schema": 1,
+                "features": library_features(),
                 "cells": cells,
                 "tests": [],
                 "defaults": {
@@ -80,5 +87,18 @@ def kernel_dir(
     return d
 
 
+def write_run(root: Path) -> None:
+    """run.json as a run writes it: the library's rows, whatever the guests managed."""
+    if not (root / "run.json").exists():
+        (root / "run.json").write_text(json.dumps({"features": library_features()}))
+
+
+def library_features() -> list[dict[str, Any]]:
+    return [
+        {"id": f.id, "summary": f.summary, "strategies": [s.name for s in f.strategies]}
+        for f in ordered()
+    ]
+
+
 def all_strategies() -> list[tuple[str, str]]:
-    return library_strategies()[0]
+    return [(f["id"], s) for f in library_features() for s in f["strategies"]]

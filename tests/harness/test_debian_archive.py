@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.debian_archive import SuiteIndex, resolve_kernel
 from harness.errors import FetchError
+from harness.fetch.archive import SuiteIndex, resolve_kernel
 
 
 def stanza(name: str, version: str, depends: str = "") -> dict[str, str]:
@@ -20,10 +20,7 @@ def stanza(name: str, version: str, depends: str = "") -> dict[str, str]:
 
 
 def index(*stanzas: dict[str, str]) -> SuiteIndex:
-    by_name: dict[str, list[dict[str, str]]] = {}
-    for s in stanzas:
-        by_name.setdefault(s["Package"], []).append(s)
-    return SuiteIndex("sid", "http://m.example/debian", by_name, "verified")
+    return SuiteIndex.from_stanzas("sid", "http://m.example/debian", list(stanzas))
 
 
 def test_newest_match_by_debian_version() -> None:

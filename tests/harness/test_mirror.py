@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import FetchError
-from harness.mirror import (
+from harness.fetch.mirror import (
     debian_mirror,
     parse_deb822_sources,
     parse_one_line_sources,

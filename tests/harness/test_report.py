@@ -57,7 +57,7 @@ def test_matrix_validates_and_has_every_cell(tmp_path: Path) -> None:
     matrix = write_report([tmp_path], tmp_path)
     jsonschema.validate(matrix, SCHEMA)
     assert len(matrix["cells"]) == 2 * len(all_strategies())
-    assert json.loads((tmp_path / "matrix.json").read_text())["schema"] == 1
+    assert json.loads((tmp_path / "matrix.json").read_text())["schema"] == 2
     html = (tmp_path / "report.html").read_text()
     assert html.count('<td class="cell') == 2 * len(all_strategies())
     assert "http://" not in html.split("<body>")[1].replace("http://www.w3.org", "")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from harness.config import DebianSource, KernelSpec
-from harness.download import TRANSFERS
-from harness.kernels import Fetcher, KernelTree, default_cache
+from harness.fetch.download import TRANSFERS
+from harness.fetch.kernels import Fetcher, KernelTree, default_cache
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def kernel() -> KernelTree:
 
 
 def test_a_second_fetch_downloads_nothing(kernel: KernelTree) -> None:
-    from harness import debian_archive
+    from harness.fetch import archive as debian_archive
 
     debian_archive._LOADED.clear()  # as a new run would: the index comes from the disk cache
     before = TRANSFERS.bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.vng import GuestPlan, build_vng_command, reproduce_script
+from harness.boot.vng import GuestPlan, build_vng_command, reproduce_script
 
 
 def plan(**changes: object) -> GuestPlan:
@@ -32,7 +32,10 @@ def test_tcg_command() -> None:
     assert cmd[cmd.index("--rwdir") + 1] == "/r/6.1"
     assert cmd[cmd.index("--disk") + 1] == "/t/scratch.img"
     assert cmd[cmd.index("--append") + 1] == "quiet"
-    assert cmd[-2:] == ["--exec", "python -m harness.guest --results /r/6.1"]
+    assert cmd[-2:] == [
+        "--exec",
+        "echo mountcompat-guest: @command-started; exec python -m harness.guest --results /r/6.1",
+    ]
     assert "--rw" not in cmd  # the host's root stays read-only in the guest
 
 
@@ -41,6 +44,11 @@ def test_kvm_command_has_no_tcg_options() -> None:
     assert "--disable-kvm" not in cmd and not any(c.startswith("--qemu-opts") for c in cmd)
 
 
-def test_reproduce_script_sets_path_first() -> None:
-    text = reproduce_script(["vng", "--run", "/c/v m"], {"PATH": "/vfsd:/usr/bin"})
-    assert "export PATH=/vfsd:/usr/bin" in text and "exec vng --run '/c/v m'" in text
+def test_reproduce_script_makes_its_own_results_and_disk() -> None:
+    text = reproduce_script(plan(vmlinuz=Path("/c/v m")), "vng", {"PATH": "/vfsd:/usr/bin"})
+    assert "export PATH=/vfsd:/usr/bin" in text
+    assert "vng --verbose --run '/c/v m'" in text
+    # Neither the run's own results nor its scratch disk, both gone or precious later.
+    assert "/r/6.1" not in text and "/t/scratch.img" not in text
+    assert "--rwdir \"$RESULTS\"" in text and "--disk \"$DISK\"" in text
+    assert "--results '\"$RESULTS\"'" in text

@@ -23,6 +23,9 @@ from typing import IO, Any
 PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")
 OOPS_MARKERS = ("BUG: ", "Oops: ", "WARNING: CPU: ", "general protection fault")
 GUEST_PROGRESS = "mountcompat-guest:"
+# A progress line "mountcompat-guest: @event detail" is also a point of the kernel's timeline,
+# timed by the host when it arrives (the guest's clock is not the host's).
+TIMELINE_MARK = "@"
 PANIC_GRACE = 3.0  # seconds of console kept after a panic line, for the backtrace
 
 OnLine = Callable[[str], None]
@@ -35,6 +38,9 @@ class RunOutcome:
     returncode: int | None
     seconds: float
     evidence: list[str] = field(default_factory=list)
+    # Seconds from QEMU's start: its first console line, the guest's command starting, and
+    # every event the guest marked, in order.
+    timeline: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,6 +54,8 @@ class ConsoleWatcher:
         self.panic_at: float | None = None
         self.started_at: float | None = None  # the guest's command said something
         self.tail: deque[str] = deque(maxlen=60)
+        self.first_line_at: float | None = None
+        self.events: list[tuple[str, str, float]] = []  # (event, detail, monotonic time)
         self.panic_lines: list[str] = []
         self.oops_lines: list[str] = []
         self.thread = threading.Thread(target=self._pump, daemon=True)
@@ -58,6 +66,8 @@ class ConsoleWatcher:
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.log.write(line + "\n")
             self.tail.append(line)
+            if self.first_line_at is None:
+                self.first_line_at = time.monotonic()
             if self.panic_at is None and any(m in line for m in PANIC_MARKERS):
                 self.panic_at = time.monotonic()
                 self.panic_lines = list(self.tail)[-20:]
@@ -70,7 +80,12 @@ class ConsoleWatcher:
             if GUEST_PROGRESS in line:
                 if self.started_at is None:
                     self.started_at = time.monotonic()
-                self.on_line(line.split(GUEST_PROGRESS, 1)[1].strip())
+                said = line.split(GUEST_PROGRESS, 1)[1].strip()
+                if said.startswith(TIMELINE_MARK):
+                    event, _, detail = said[1:].partition(" ")
+                    self.events.append((event, detail, time.monotonic()))
+                else:
+                    self.on_line(said)
         self.log.flush()
 
 
@@ -194,5 +209,26 @@ def run_guest(
     elif status != "ok" and watcher.oops_lines:
         evidence = [*watcher.oops_lines, "[...]", *list(watcher.tail)[-10:]]
     else:
+        # For a boot that failed, the last lines are vng's or QEMU's own words on why.
         evidence = list(watcher.tail)[-25:]
-    return RunOutcome(status, detail, proc.returncode, time.monotonic() - started, evidence)
+    ended = time.monotonic()
+    return RunOutcome(
+        status,
+        detail,
+        proc.returncode,
+        ended - started,
+        evidence,
+        timeline(watcher, started, ended),
+    )
+
+
+def timeline(watcher: ConsoleWatcher, started: float, ended: float) -> list[dict[str, Any]]:
+    points = [("qemu-started", "", started)]
+    if watcher.first_line_at is not None:
+        points.append(("console-first-line", "", watcher.first_line_at))
+    points += watcher.events
+    points.append(("guest-exit", "", ended))
+    return [
+        {"event": event, "detail": detail, "seconds": round(at - started, 2)}
+        for event, detail, at in points
+    ]

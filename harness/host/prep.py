@@ -1,4 +1,4 @@
-"""``python -m harness.hostprep --for tests|matrix``: install, or name, the host tools needed."""
+"""``python -m harness.host.prep --for tests|matrix``: install, or name, the host tools needed."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from harness.errors import HarnessError
-from harness.prereqs import MATRIX_TOOLS, REPORT_TOOLS, SUITE_TOOLS, ensure_tools
+from harness.host.prereqs import MATRIX_TOOLS, REPORT_TOOLS, SUITE_TOOLS, ensure_tools
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.hostprep")
+    p = argparse.ArgumentParser(prog="python -m harness.host.prep")
     p.add_argument("--for", dest="purpose", choices=("tests", "matrix"), default="tests")
     args = p.parse_args(argv)
     # The tests boot guests too (the harness's robustness tests) and open the report.

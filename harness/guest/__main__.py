@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.vng import SCRATCH_DISK_BYTES
+from harness.guest import SCRATCH_DISK_BYTES
 
 MODULES = ("loop", "overlay", "erofs", "squashfs", "virtio_blk", "ext4")
 SCRATCH_MOUNT = Path("/run/mountcompat-disk")
@@ -24,6 +24,11 @@ SCRATCH_MOUNT = Path("/run/mountcompat-disk")
 
 def say(message: str) -> None:
     print(f"mountcompat-guest: {message}", flush=True)
+
+
+def mark(event: str, detail: str = "") -> None:
+    """A point of the kernel's timeline; the host times it as the line arrives."""
+    say(f"@{event} {detail}".rstrip())
 
 
 def write(results: Path, name: str, text: str) -> None:
@@ -105,12 +110,29 @@ def prepare_scratch(results: Path) -> dict[str, Any]:
     return {"path": str(SCRATCH_MOUNT), "fstype": "ext4", "device": str(device)}
 
 
-def run_suites(results: Path, repo: Path, scratch: str, pytest_args: list[str]) -> int:
+def relay(line: str) -> None:
+    """pytest's output, turned into progress and timeline points: its header (pytest has
+    started), "collected N items", and each file's line as the file ends."""
+    text = line.strip()
+    if text.startswith("platform linux"):
+        mark("pytest-started")
+    elif text.startswith("collected ") or " error during collection" in text:
+        mark("collection-done", text)
+    elif text.endswith("%]"):
+        mark("file-done", text.split(" ", 1)[0])
+        say(text[-100:])
+    elif " passed" in text or " failed" in text:
+        say(text[-100:])
+
+
+def run_suites(
+    results: Path, repo: Path, suites: Path, scratch: str, pytest_args: list[str]
+) -> int:
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        str(repo / "suites"),
+        str(suites),
         "-p",
         "no:cacheprovider",
         f"--junitxml={results / 'junit.xml'}",
@@ -125,9 +147,7 @@ def run_suites(results: Path, repo: Path, scratch: str, pytest_args: list[str]) 
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            # pytest's own progress: "suites/test_x.py ....s. [ 42%]", then the summary.
-            if line.rstrip().endswith("%]") or " passed" in line:
-                say(line.strip()[-100:])
+            relay(line)
         return proc.wait()
 
 
@@ -135,30 +155,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.guest")
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--repo", type=Path, required=True)
+    parser.add_argument("--suites", type=Path, help="default: the repository's suites/")
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
     results: Path = args.results
     os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    mark("python-started")
     started = time.time()
     write(results, "guest-started.json", json.dumps({"time": started}))
     say(f"booted {os.uname().release}")
     write(results, "uname.txt", os.uname().release + "\n")
     write(results, "proc-version.txt", Path("/proc/version").read_text())
     modules = load_modules(results)
+    mark("modules-loaded")
     kernel_facts(results)
+    mark("facts-collected")
     scratch = prepare_scratch(results)
+    mark("scratch-ready", scratch["fstype"])
     say(f"scratch for the disk backing: {scratch['fstype']} at {scratch['path']}")
     say("running the suites")
     suites_started = time.time()
-    pytest_status = run_suites(results, args.repo, scratch["path"], args.pytest_args)
+    suites = args.suites or args.repo / "suites"
+    pytest_status = run_suites(results, args.repo, suites, scratch["path"], args.pytest_args)
     suites_seconds = time.time() - suites_started
+    mark("suites-done", f"pytest exit {pytest_status}")
     probe = run(
         [sys.executable, "-m", "mountcompat", "probe", "--json", "--scratch", scratch["path"]],
         cwd=args.repo,
     )
     write(results, "probe.json", probe.stdout or "{}")
     write(results, "probe.stderr", probe.stderr)
+    mark("probe-done")
     write(results, "dmesg.txt", run(["dmesg"]).stdout)
+    mark("dmesg-collected")
     summary = {
         "release": os.uname().release,
         "pytest_exit": pytest_status,
@@ -169,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "guest_seconds": time.time() - started,
     }
     write(results, "guest.json", json.dumps(summary, indent=2))
+    mark("results-written")
     say(f"done: pytest exit {pytest_status}")
     return 0
 

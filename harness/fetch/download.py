@@ -52,6 +52,13 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError)
 
 
+def is_network_error(exc: BaseException | None) -> bool:
+    """The mirror could not be reached at all (as opposed to answering with an error)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return False
+    return isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError | OSError)
+
+
 def _fetch_once(url: str, tmp: Path, progress: ProgressCallback | None) -> str:
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as response, tmp.open("wb") as out:
@@ -68,24 +75,29 @@ def _fetch_once(url: str, tmp: Path, progress: ProgressCallback | None) -> str:
 
 
 def download(
-    url: str, dest: Path, sha256: str | None = None, progress: ProgressCallback | None = None
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    progress: ProgressCallback | None = None,
+    attempts: int = ATTEMPTS,
 ) -> bool:
     """Fetch ``url`` to ``dest``; True if bytes were downloaded, False if ``dest`` was good.
 
     With ``sha256`` given, an existing ``dest`` with that digest is kept, and a download
-    with another digest is an error. Transient network errors are retried with backoff.
+    with another digest is an error. Transient network errors are retried with backoff,
+    ``attempts`` times in all (once where the caller has a cached copy to fall back on).
     """
     if sha256 and dest.exists() and sha256_of(dest) == sha256:
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 got = _fetch_once(url, tmp, progress)
                 break
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if not _is_transient(exc) or attempt == ATTEMPTS:
+                if not _is_transient(exc) or attempt == attempts:
                     raise FetchError(f"cannot download {url}: {exc}") from exc
                 time.sleep(2**attempt)
         if sha256 and got != sha256:

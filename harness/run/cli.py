@@ -1,20 +1,44 @@
-"""``python -m harness``: the only place that parses arguments and exits."""
+"""``python -m harness``: the only place that parses arguments and exits.
+
+Exit statuses: 0 every kernel ok and no surprise; 1 a kernel did not complete; 2 a
+configuration or usage error (before anything boots); 3 a host tool is missing; 5 surprises;
+130 interrupted by SIGINT, 143 by SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
-import signal
+import math
 import sys
 from pathlib import Path
-from types import FrameType
 
 from rich.console import Console
 
-from harness.config import load_config
+from harness.config import MatrixConfig, load_config
 from harness.errors import HarnessError
-from harness.kernels import default_cache
-from harness.matrix import REPO, MatrixOptions, MatrixRun, default_jobs
+from harness.fetch.kernels import default_cache
+from harness.run.matrix import REPO, MatrixOptions, MatrixRun, default_jobs
 from harness.ui import MatrixUI
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive, finite number of seconds")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs",
         "-j",
-        type=int,
+        type=positive_int,
         default=default_jobs(),
         help="kernels booted at once (default: %(default)s, from the CPU count)",
     )
@@ -60,11 +84,23 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto uses KVM only if a probe guest really runs with it",
     )
-    p.add_argument("--timeout", type=float, help="seconds per kernel, overriding kernels.yaml")
+    p.add_argument(
+        "--timeout", type=positive_seconds, help="seconds per kernel, overriding kernels.yaml"
+    )
+    p.add_argument(
+        "--suites",
+        type=Path,
+        help="run the suites of this directory instead of the repository's",
+    )
     p.add_argument(
         "--refresh-index",
         action="store_true",
         help="download the suites' Packages indexes even if cached today",
+    )
+    p.add_argument(
+        "--require-signatures",
+        action="store_true",
+        help="refuse to boot kernels whose archive index gpgv could not verify",
     )
     p.add_argument(
         "--allow-surprises",
@@ -80,52 +116,48 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def list_kernels(config_path: Path, console: Console) -> None:
-    config = load_config(config_path)
-    for k in config.kernels:
+def list_kernels(config: MatrixConfig, names: list[str], console: Console) -> None:
+    for k in config.select(names):
         tags = ", ".join(k.tags)
-        console.print(f"[bold]{k.name:<12}[/bold] {k.source.describe()}  [dim]({tags})[/dim]")
+        arch = f" [{k.arch}]" if k.arch != "x86_64" else ""
+        console.print(f"[bold]{k.name:<12}[/bold]{arch} {k.source.describe()}  [dim]({tags})[/dim]")
         console.print(f"{'':12} {k.note}", soft_wrap=True)
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, highlight=False)
-    if args.list:
-        list_kernels(args.config, Console(highlight=False))
-        return 0
     config = load_config(args.config)
+    if args.list:
+        list_kernels(config, args.kernel, Console(highlight=False))
+        return 0
     options = MatrixOptions(
         config=config,
         kernels=config.select(args.kernel),
         results=args.results.resolve(),
         cache=args.cache,
-        jobs=max(1, args.jobs),
+        jobs=args.jobs,
         accel=args.accel,
         timeout=args.timeout,
         index_max_age=0.0 if args.refresh_index else 24 * 3600.0,
         pytest_args=args.pytest_args,
+        suites=args.suites.resolve() if args.suites else None,
         allow_surprises=args.allow_surprises,
         measure_bare_boot=args.measure_bare_boot,
+        require_signatures=args.require_signatures,
     )
     with MatrixUI(console) as ui:
-        status = MatrixRun(options, ui).run()
-    return status
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+        return MatrixRun(options, ui).run()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         return run(args)
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print("interrupted; results collected so far are kept", file=sys.stderr)
+        print("interrupted before the run began", file=sys.stderr)
         return 130
 
 

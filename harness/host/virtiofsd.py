@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.debian_archive import load_suite_index
-from harness.download import download
 from harness.errors import FetchError, PrerequisiteError
-from harness.kernels import extract_deb
-from harness.mirror import debian_mirror
-from harness.prereqs import can_install, distro_family, os_release
+from harness.fetch.archive import load_suite_index
+from harness.fetch.download import download
+from harness.fetch.kernels import extract_deb
+from harness.fetch.mirror import debian_mirror
+from harness.host.prereqs import can_install, distro_family, os_release
 
 Say = Callable[[str], None]
 PRIVATE_SUITE = "trixie"

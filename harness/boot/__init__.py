@@ -1,0 +1,1 @@
+"""Booting a guest: the vng command line, and the process that runs and watches it."""

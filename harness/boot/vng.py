@@ -1,0 +1,146 @@
+"""The ``vng`` command line, built by a pure function, and the environment it runs in.
+
+virtme-ng is used as a program, never imported: its ``run.py`` reads dozens of options in one
+function and exits from helpers, so the only stable interface is its command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from harness.guest import SCRATCH_DISK_BYTES
+
+# Stand-ins in a command line for what reproduce.sh makes anew at each run.
+RESULTS_TOKEN = "@RESULTS@"
+DISK_TOKEN = "@DISK@"
+COMMAND_STARTED = "mountcompat-guest: @command-started"
+
+
+@dataclass(frozen=True)
+class GuestPlan:
+    """What to boot and run: everything that decides the vng command line."""
+
+    name: str
+    vmlinuz: Path
+    results: Path  # shared read-write with the guest; nothing else of the host is
+    guest_command: tuple[str, ...]
+    accel: str  # "kvm" or "tcg"
+    cpus: int = 2
+    memory: str = "2G"
+    append: str = ""
+    cwd: Path | None = None
+    scratch_disk: Path | None = None  # a raw image the guest formats for its "disk" backing
+    tcg_cpu: str | None = None  # QEMU's -cpu under TCG
+    extra_dirs: tuple[Path, ...] = ()  # host directories the guest reads (suites of the user's)
+
+
+def vng_executable() -> str:
+    """The vng of this interpreter's environment (the project's own virtualenv)."""
+    beside = Path(sys.executable).parent / "vng"
+    return str(beside) if beside.exists() else (shutil.which("vng") or "vng")
+
+
+def build_vng_command(plan: GuestPlan, vng: str = "vng") -> list[str]:
+    command = [
+        vng,
+        "--verbose",  # the console (kernel messages, panics) comes back on stderr
+        "--run",
+        str(plan.vmlinuz),
+        "--name",
+        f"mountcompat-{plan.name}",
+        "--cpus",
+        str(plan.cpus),
+        "--memory",
+        plan.memory,
+        "--rwdir",
+        str(plan.results),
+    ]
+    for directory in plan.extra_dirs:
+        command += ["--rodir", str(directory)]
+    if plan.accel == "tcg":
+        command.append("--disable-kvm")
+        if plan.tcg_cpu:
+            # A later -cpu overrides the "-cpu max" that vng gives QEMU.
+            command.append(f"--qemu-opts=-cpu {plan.tcg_cpu}")
+    if plan.cwd is not None:
+        command += ["--cwd", str(plan.cwd)]
+    if plan.append:
+        command += ["--append", plan.append]
+    if plan.scratch_disk is not None:
+        command += ["--disk", str(plan.scratch_disk)]
+    # The shell's first word marks the moment the guest's command starts, before Python's own
+    # start-up (a third of a second under TCG) and the guest runner's work.
+    command += ["--exec", f"echo {COMMAND_STARTED}; exec {shlex.join(plan.guest_command)}"]
+    return command
+
+
+def vng_environment(
+    virtiofsd_dir: Path | None, tmpdir: Path, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """PATH with the chosen virtiofsd first (vng looks it up there first), and a private TMPDIR
+    so the sockets and pid files of virtiofsd go where the run cleans up."""
+    env = dict(os.environ if base is None else base)
+    path = [str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")]
+    if virtiofsd_dir is not None:
+        path.insert(0, str(virtiofsd_dir))
+    env["PATH"] = ":".join(path)
+    env["TMPDIR"] = str(tmpdir)
+    return env
+
+
+def _shell_word(word: str) -> str:
+    """A word of the command for sh, with the stand-ins turned into the script's variables
+    (RESULTS and DISK hold no quote or blank: the script checks)."""
+    quoted = shlex.quote(word)
+    inside = quoted.startswith("'")
+    for token, var in ((RESULTS_TOKEN, "RESULTS"), (DISK_TOKEN, "DISK")):
+        quoted = quoted.replace(token, f"'\"${var}\"'" if inside else f'"${var}"')
+    return quoted
+
+
+REPRODUCE = """#!/bin/sh
+# Boots kernel {name} and runs the suites again, exactly as the matrix did.
+#   sh reproduce.sh [RESULTS_DIR]
+# The guest writes into RESULTS_DIR (default: a new temporary directory), never into the
+# results this script came with. The scratch disk of the "disk" backing is made anew.
+set -eu
+RESULTS=${{1:-$(mktemp -d "${{TMPDIR:-/tmp}}/mountcompat-reproduce.XXXXXX")}}
+case $RESULTS in
+    *[[:space:]\\'\\"]*) echo "RESULTS_DIR may not hold blanks or quotes" >&2; exit 2;;
+esac
+mkdir -p "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+work=$(mktemp -d "${{TMPDIR:-/tmp}}/mountcompat-disk.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+DISK=$work/scratch.img
+truncate -s {disk_bytes} "$DISK"
+export PATH={path}
+export TMPDIR=$work
+echo "results go to $RESULTS" >&2
+{command}
+"""
+
+
+def reproduce_script(plan: GuestPlan, vng: str, env: dict[str, str]) -> str:
+    """A shell script that boots this plan's kernel again by hand, into a fresh results
+    directory and with a fresh scratch disk, so it works long after the run that wrote it."""
+    stand_in = replace(
+        plan,
+        results=Path(RESULTS_TOKEN),
+        scratch_disk=Path(DISK_TOKEN) if plan.scratch_disk is not None else None,
+        guest_command=tuple(
+            RESULTS_TOKEN if word == str(plan.results) else word for word in plan.guest_command
+        ),
+    )
+    command = build_vng_command(stand_in, vng)
+    return REPRODUCE.format(
+        name=plan.name,
+        disk_bytes=SCRATCH_DISK_BYTES,
+        path=shlex.quote(env["PATH"]),
+        command=" ".join(_shell_word(word) for word in command),
+    )

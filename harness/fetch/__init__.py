@@ -1,0 +1,1 @@
+"""Kernels from their sources to bootable trees: mirror, archive index, downloads, cache."""

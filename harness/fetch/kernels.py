@@ -1,0 +1,280 @@
+"""From a kernel spec to a bootable tree in the cache: resolve, then fetch, then extract.
+
+Resolution (what exactly to use) is apart from fetching (getting it), and fetching is
+idempotent: packages are downloaded under their SHA256, extracted into a temporary directory
+beside the final one, and renamed into place with ``provenance.json`` already inside, so an
+interrupted fetch never leaves a tree that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness.config import DebFilesSource, DebianSource, KernelSpec, LocalSource
+from harness.errors import FetchError
+from harness.fetch.archive import DEBIAN_ARCH, ResolvedPackage, load_suite_index, resolve_kernel
+from harness.fetch.download import download, sha256_of
+from harness.fetch.mirror import debian_mirror
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    """A kernel ready to boot: the image, its modules, its config, and where they came from."""
+
+    vmlinuz: Path
+    modules: Path
+    config: Path | None
+    release: str
+    packages: tuple[dict[str, Any], ...] = ()
+    notes: tuple[str, ...] = ()  # what fetching had to do beyond the usual (a repair, say)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "vmlinuz": str(self.vmlinuz),
+            "modules": str(self.modules),
+            "config": str(self.config) if self.config else None,
+            "release": self.release,
+            "packages": list(self.packages),
+        }
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("MOUNTCOMPAT_CACHE", Path(base) / "mountcompat"))
+
+
+def _inside(name: str) -> bool:
+    normal = os.path.normpath(name)
+    return not (os.path.isabs(normal) or normal == ".." or normal.startswith("../"))
+
+
+def _safe_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The members that land inside the tree: no absolute or climbing names, no device
+    nodes, no links that point outside. Kernel packages carry symlinks such as
+    lib/modules/<rel>/build pointing into /usr/src; they are of no use to a guest and are
+    left out. Done by hand rather than with tarfile's "data" filter, which Python 3.11.2 (a
+    stock Debian 12) does not have."""
+    for member in tar:
+        if not _inside(member.name) or member.isdev():
+            continue
+        if member.issym() and not _inside(
+            os.path.join(os.path.dirname(member.name), member.linkname)
+        ):
+            continue
+        if member.islnk() and not _inside(member.linkname):
+            continue
+        member.mode &= 0o755  # no set-id bits from a package into the cache
+        yield member
+
+
+def extract_deb(deb: Path, dest: Path) -> dict[str, str]:
+    """Unpack a .deb's data into ``dest``; return its control fields."""
+    from debian.debfile import DebFile
+
+    # The members are filtered above; Pythons that know extraction filters would warn (and,
+    # from 3.14, filter once more) without being told that.
+    trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+    try:
+        package = DebFile(str(deb))
+        control = dict(package.debcontrol())
+        tar = package.data.tgz()
+        tar.extractall(dest, members=_safe_members(tar), **trusted)  # type: ignore[arg-type]
+    except (OSError, tarfile.TarError, ValueError, EOFError) as exc:
+        raise FetchError(f"cannot extract {deb}: {exc}") from exc
+    return control
+
+
+MANIFEST = "manifest.json"
+
+
+def tree_manifest(root: Path) -> dict[str, str]:
+    """SHA256 of every regular file under ``root`` (symlinks by their target), by path."""
+    manifest = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        if path.is_symlink():
+            manifest[rel] = "link:" + os.readlink(path)
+        elif path.is_file():
+            manifest[rel] = sha256_of(path)
+    return manifest
+
+
+def damaged_files(final: Path) -> list[str]:
+    """Files of an installed tree that differ from what extraction wrote (a manifest written
+    then): missing, changed or truncated. Files added later (virtme-ng's depmod writes
+    modules.dep and its kin) are not extraction's and are not judged."""
+    try:
+        manifest = json.loads((final / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return [MANIFEST]
+    root = final / "root"
+
+    def bad(rel: str, want: str) -> bool:
+        path = root / rel
+        try:
+            if want.startswith("link:"):
+                return os.readlink(path) != want[5:]
+            return sha256_of(path) != want
+        except OSError:
+            return True
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        verdicts = pool.map(lambda item: bad(*item), manifest.items())
+        return [rel for rel, wrong in zip(manifest, verdicts, strict=True) if wrong]
+
+
+def locate_tree(root: Path) -> tuple[Path, Path, Path | None, str]:
+    """Find vmlinuz, modules and config in an extracted tree, whichever layout it uses."""
+    for modules_base in (root / "usr/lib/modules", root / "lib/modules"):
+        for moddir in sorted(modules_base.glob("*")):
+            release = moddir.name
+            for vmlinuz in (root / f"boot/vmlinuz-{release}", moddir / "vmlinuz"):
+                if vmlinuz.exists():
+                    configs = [root / f"boot/config-{release}", moddir / "config"]
+                    config = next((c for c in configs if c.exists()), None)
+                    return vmlinuz, moddir, config, release
+    raise FetchError(f"{root}: no vmlinuz with a matching modules directory")
+
+
+def _install(packages: list[tuple[Path, dict[str, Any]]], final: Path) -> KernelTree:
+    """Extract ``packages`` into ``final`` atomically and return the tree."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        records = []
+        for deb, record in packages:
+            control = extract_deb(deb, tmp / "root")
+            records.append(
+                {
+                    **record,
+                    "name": control.get("Package", record.get("name")),
+                    "version": control.get("Version", record.get("version")),
+                }
+            )
+        vmlinuz, modules, config, release = locate_tree(tmp / "root")
+        rel = {
+            k: str(p.relative_to(tmp)) if p else None
+            for k, p in (("vmlinuz", vmlinuz), ("modules", modules), ("config", config))
+        }
+        (tmp / MANIFEST).write_text(json.dumps(tree_manifest(tmp / "root"), indent=1))
+        (tmp / "provenance.json").write_text(
+            json.dumps({"release": release, "packages": records, **rel}, indent=2)
+        )
+        shutil.rmtree(final, ignore_errors=True)  # a damaged tree being replaced
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_installed(final)
+
+
+def load_installed(final: Path) -> KernelTree:
+    data = json.loads((final / "provenance.json").read_text())
+    return KernelTree(
+        vmlinuz=final / data["vmlinuz"],
+        modules=final / data["modules"],
+        config=final / data["config"] if data["config"] else None,
+        release=data["release"],
+        packages=tuple(data["packages"]),
+    )
+
+
+@dataclass
+class Fetcher:
+    """Resolves and fetches kernels into one cache directory."""
+
+    cache: Path
+    mirror: str | None = None
+    index_max_age: float = 24 * 3600.0
+    progress: Progress = lambda message: None
+
+    def fetch(self, spec: KernelSpec) -> KernelTree:
+        """One installer per source kind (config.SOURCE_KINDS): a new kind, such as a RHEL
+        kernel-core + kernel-modules RPM pair, is one more entry and one more method."""
+        if spec.source.kind == "debian":
+            assert isinstance(spec.source, DebianSource)
+            return self._fetch_debian(spec.source, spec.arch)
+        if spec.source.kind == "deb":
+            assert isinstance(spec.source, DebFilesSource)
+            return self._fetch_debs(spec.source)
+        if spec.source.kind == "local":
+            assert isinstance(spec.source, LocalSource)
+            return self._use_local(spec.source)
+        raise FetchError(f"kernel {spec.name}: no installer for source {spec.source.kind}")
+
+    def resolve_debian(self, source: DebianSource, arch: str = "x86_64") -> list[ResolvedPackage]:
+        mirror = debian_mirror(source.mirror or self.mirror)
+        self.progress(f"reading the {source.suite} index")
+        index = load_suite_index(mirror, source.suite, self.cache, self.index_max_age, arch)
+        return resolve_kernel(index, source.package, source.pick)
+
+    def _ready(
+        self, final: Path, packages: Callable[[], list[tuple[Path, dict[str, Any]]]]
+    ) -> KernelTree:
+        """The installed tree at ``final`` if it is whole; else (never installed, or a file
+        changed on disk since extraction) extracted anew, never booted damaged."""
+        repaired: tuple[str, ...] = ()
+        if (final / "provenance.json").exists():
+            damaged = damaged_files(final)
+            if not damaged:
+                return load_installed(final)
+            shown = ", ".join(damaged[:3]) + (
+                f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+            )
+            self.progress(f"the cached tree is damaged ({shown}): extracting it again")
+            repaired = (f"re-extracted: the cached tree was damaged ({shown})",)
+        tree = _install(packages(), final)
+        return replace(tree, notes=repaired)
+
+    def _fetch_debian(self, source: DebianSource, arch: str) -> KernelTree:
+        resolved = self.resolve_debian(source, arch)
+        head = resolved[0]
+        key = hashlib.sha256(" ".join(p.sha256 for p in resolved).encode()).hexdigest()[:12]
+        final = self.cache / "kernels" / f"{head.name}_{head.version}_{key}"
+
+        def packages() -> list[tuple[Path, dict[str, Any]]]:
+            debs = []
+            for pkg in resolved:
+                deb = self.cache / "debs" / f"{pkg.name}_{pkg.version}_{DEBIAN_ARCH[arch]}.deb"
+                self.progress(f"downloading {pkg.name} {pkg.version} ({pkg.size >> 20} MiB)")
+                download(pkg.url, deb, sha256=pkg.sha256)
+                debs.append((deb, pkg.to_json()))
+            self.progress("extracting")
+            return debs
+
+        return self._ready(final, packages)
+
+    def _fetch_debs(self, source: DebFilesSource) -> KernelTree:
+        debs = []
+        for path in source.files:
+            if not path.exists():
+                raise FetchError(f"{path}: no such file")
+            debs.append((path, {"file": str(path), "sha256": sha256_of(path)}))
+        key = "-".join(str(r["sha256"])[:12] for _, r in debs)
+        final = self.cache / "kernels" / f"local-debs_{key}"
+        return self._ready(final, lambda: debs)
+
+    def _use_local(self, source: LocalSource) -> KernelTree:
+        for p in (source.vmlinuz, source.modules):
+            if not p.exists():
+                raise FetchError(f"{p}: no such file or directory")
+        record = {"file": str(source.vmlinuz), "sha256": sha256_of(source.vmlinuz)}
+        return KernelTree(
+            vmlinuz=source.vmlinuz,
+            modules=source.modules,
+            config=source.config,
+            release=source.modules.name,
+            packages=(record,),
+        )

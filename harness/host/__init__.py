@@ -1,0 +1,1 @@
+"""The host: tools it needs (installed or named), the accelerator, virtiofsd."""

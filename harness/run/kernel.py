@@ -1,0 +1,370 @@
+"""One kernel's life, as a small state machine:
+
+    planned -> fetching -> fetched -> booting -> running -> collected
+
+and every way it can go wrong mapped to exactly one terminal status:
+
+``ok``            the suites ran to the end and gave a verdict for every (feature, strategy)
+``no-verdicts``   the guest ran, but pytest could not collect or run the suites (exit 2-5),
+                  or wrote no outcomes, or left strategies without a verdict
+``timeout``       the wall-clock limit passed
+``panic``         the console showed a kernel panic
+``boot-failed``   the guest's command never started (one more boot is tried first)
+``incomplete``    the guest started but did not finish, or runs another kernel than asked
+``interrupted``   the run was stopped (Ctrl-C, SIGTERM) before this kernel ended
+``fetch-failed``  its packages could not be resolved, downloaded, verified or extracted
+
+The kernel owns its staging directory and the processes of its guest; the orchestrator only
+schedules it, stops it, and reports on it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.boot.process import RunOutcome, end_process_group, run_guest
+from harness.boot.vng import (
+    GuestPlan,
+    build_vng_command,
+    reproduce_script,
+    vng_environment,
+    vng_executable,
+)
+from harness.config import KernelSpec, MatrixConfig
+from harness.errors import HarnessError
+from harness.fetch.kernels import Fetcher, KernelTree
+from harness.files import load_json_object, write_json
+from harness.guest import SCRATCH_DISK_BYTES
+from harness.host.facts import HostFacts
+from harness.run.results import ResultStore
+
+TERMINAL = (
+    "ok",
+    "no-verdicts",
+    "timeout",
+    "panic",
+    "boot-failed",
+    "incomplete",
+    "interrupted",
+    "fetch-failed",
+)
+PYTEST_EXITS = {
+    2: "interrupted or a collection error",
+    3: "internal error",
+    4: "usage error",
+    5: "no tests collected",
+}
+Say = Callable[[str, str], None]  # (kernel, message)
+
+
+@dataclass
+class RunContext:
+    """What every kernel of one run shares."""
+
+    config: MatrixConfig
+    host: HostFacts
+    store: ResultStore
+    cache: Path
+    repo: Path
+    stop: threading.Event
+    update: Say  # a live progress line
+    milestone: Say  # a line for the log as well
+    timeout: float | None = None
+    index_max_age: float = 24 * 3600.0
+    pytest_args: list[str] = field(default_factory=list)
+    suites: Path | None = None
+    measure_bare_boot: bool = False
+
+
+class KernelRun:
+    def __init__(self, spec: KernelSpec, ctx: RunContext) -> None:
+        self.spec, self.ctx = spec, ctx
+        self.state = "planned"
+        self.dir = ctx.store.stage(spec.name)
+        self.final = ctx.store.final(spec.name)
+        self.tree: KernelTree | None = None
+        self.record: dict[str, Any] = {
+            "name": spec.name,
+            "note": spec.note,
+            "tags": list(spec.tags),
+            "arch": spec.arch,
+            "source": spec.source.describe(),
+            "run_id": ctx.store.run_id,
+            "pytest_args": list(ctx.pytest_args),
+            "status": "planned",
+        }
+        self._lock = threading.Lock()
+
+    @property
+    def ended(self) -> bool:
+        return self.state in TERMINAL
+
+    def _enter(self, state: str, **values: Any) -> None:
+        self.state = state
+        self.record.update(values, status=state)
+        write_json(self.dir / "kernel.json", self.record)
+
+    # --- fetched ---------------------------------------------------------------------------
+    def fetch(self) -> bool:
+        self._enter("fetching")
+        fetcher = Fetcher(
+            cache=self.ctx.cache,
+            mirror=self.ctx.config.mirror,
+            index_max_age=self.ctx.index_max_age,
+            progress=lambda message: self.ctx.update(self.spec.name, message),
+        )
+        try:
+            tree = fetcher.fetch(self.spec)
+        except HarnessError as exc:
+            self.end("fetch-failed", str(exc))
+            return False
+        if tree.config:
+            shutil.copyfile(tree.config, self.dir / "config")
+        self.tree = tree
+        self._enter(
+            "fetched",
+            package_release=tree.release,
+            packages=list(tree.packages),
+            provenance=tree.provenance(),
+            fetch_notes=list(tree.notes),
+        )
+        self.ctx.milestone(self.spec.name, f"ready: {tree.release}")
+        return True
+
+    # --- booting, running ------------------------------------------------------------------
+    def plan(self, scratch_disk: Path) -> GuestPlan:
+        guest = (
+            # The harness's own interpreter: the guest sees this virtualenv through the host's
+            # read-only root.
+            sys.executable,
+            "-m",
+            "harness.guest",
+            "--results",
+            str(self.dir),
+            "--repo",
+            str(self.ctx.repo),
+            *(["--suites", str(self.ctx.suites)] if self.ctx.suites else []),
+            "--",
+            *self.ctx.pytest_args,
+        )
+        accel = self.ctx.host.accel.accel
+        # The suites read the accelerator from the command line to scale their timeouts.
+        append = " ".join(filter(None, [self.spec.append, f"mountcompat.accel={accel}"]))
+        assert self.tree is not None
+        return GuestPlan(
+            name=self.spec.name,
+            vmlinuz=self.tree.vmlinuz,
+            results=self.dir,
+            guest_command=guest,
+            accel=accel,
+            cpus=self.spec.cpus,
+            memory=self.spec.memory,
+            append=append,
+            cwd=self.ctx.repo,
+            scratch_disk=scratch_disk,
+            tcg_cpu=self.spec.tcg_cpu,
+            extra_dirs=(self.ctx.suites,) if self.ctx.suites else (),
+        )
+
+    def boot_and_collect(self) -> None:
+        """Boot (once more if the first boot never started the guest's command), run the
+        suites, collect: ends in a terminal status whatever happens."""
+        if self.ctx.stop.is_set():
+            self.end("interrupted", "stopped before booting")
+            return
+        try:
+            outcome, attempts = self._boot()
+        except Exception as exc:  # one kernel's harness bug must not lose the others' results
+            self.end("incomplete", f"harness error: {exc!r}")
+            return
+        self.collect(outcome, attempts)
+
+    def _boot(self) -> tuple[RunOutcome, list[dict[str, Any]]]:
+        name, vng = self.spec.name, vng_executable()
+        with tempfile.TemporaryDirectory(prefix=f"mountcompat-{name}.") as tmp:
+            # A sparse raw disk, formatted ext4 by the guest: the suites' disk-backed case.
+            disk = Path(tmp) / "scratch.img"
+            with disk.open("wb") as f:
+                f.truncate(SCRATCH_DISK_BYTES)
+            plan = self.plan(disk)
+            command = build_vng_command(plan, vng=vng)
+            env = vng_environment(self.ctx.host.virtiofsd.bin_dir, Path(tmp))
+            (self.dir / "reproduce.sh").write_text(reproduce_script(plan, vng, env))
+            (self.dir / "reproduce.sh").chmod(0o755)
+            self._enter(
+                "booting",
+                accelerator=plan.accel,
+                reproduce=f"sh {self.final / 'reproduce.sh'}",
+                command=command,
+                qemu=self.ctx.host.qemu,
+                virtme_ng=self.ctx.host.vng,
+            )
+            if self.ctx.measure_bare_boot:
+                self.record["bare_boot_seconds"] = self.bare_boot(env)
+            attempts: list[dict[str, Any]] = []
+            for attempt in (1, 2):
+                outcome = self._attempt(command, env, attempt)
+                if not self._retry_worthy(outcome) or attempt == 2:
+                    break
+                # A boot that never reached the guest's command is an infrastructure failure,
+                # not a verdict: keep its console and evidence, and boot once more.
+                (self.dir / "console.log").rename(self.dir / f"console-attempt{attempt}.log")
+                attempts.append({"attempt": attempt, **outcome.to_json()})
+                self.ctx.milestone(name, f"{outcome.status} ({outcome.detail}); booting again")
+        return outcome, attempts
+
+    def _attempt(self, command: list[str], env: dict[str, str], attempt: int) -> RunOutcome:
+        assert self.tree is not None
+        timeout = self.ctx.timeout or self.spec.timeout
+        self.ctx.milestone(
+            self.spec.name,
+            f"booting {self.tree.release} ({self.ctx.host.accel.accel})"
+            + (f", attempt {attempt}" if attempt > 1 else ""),
+        )
+
+        def on_line(line: str) -> None:
+            if self.state == "booting":
+                self._enter("running")
+            self.ctx.update(self.spec.name, line)
+
+        return run_guest(
+            command,
+            env,
+            self.dir,
+            timeout,
+            self.ctx.stop,
+            on_line,
+            boot_timeout=min(self.spec.boot_timeout, timeout),
+        )
+
+    def _retry_worthy(self, outcome: RunOutcome) -> bool:
+        return outcome.status == "boot-failed" and not (self.dir / "guest-started.json").exists()
+
+    def bare_boot(self, env: dict[str, str]) -> float | None:
+        """Seconds of a bare ``vng --run <vmlinuz> --exec true``: the boot cost alone."""
+        assert self.tree is not None
+        self.ctx.update(self.spec.name, "timing a bare boot")
+        command = [vng_executable(), "--run", str(self.tree.vmlinuz), "--exec", "true"]
+        if self.ctx.host.accel.accel == "tcg":
+            command += ["--disable-kvm", f"--qemu-opts=-cpu {self.spec.tcg_cpu}"]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            proc.wait(timeout=self.spec.boot_timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            end_process_group(proc)
+        return round(time.monotonic() - started, 1) if proc.returncode == 0 else None
+
+    # --- collected -------------------------------------------------------------------------
+    def collect(self, outcome: RunOutcome, attempts: list[dict[str, Any]]) -> None:
+        self._enter("collecting")
+        release = _read_line(self.dir / "uname.txt")
+        status, detail, evidence = outcome.status, outcome.detail, outcome.evidence
+        asked = self.record.get("package_release")
+        if status == "ok" and release != asked:
+            # A verdict is only worth its kernel: results from another one are not kept as ok.
+            status, detail = "incomplete", f"the guest runs {release}, not the {asked} asked for"
+        elif status == "ok":
+            status, detail, evidence = self.verdicts(evidence)
+        self.end(
+            status,
+            detail,
+            release=release,
+            returncode=outcome.returncode,
+            wall_seconds=round(outcome.seconds, 1),
+            boot_seconds=_boot_seconds(outcome.timeline),
+            timeline=outcome.timeline,
+            evidence=evidence,
+            attempts=attempts,
+        )
+
+    def verdicts(self, evidence: list[str]) -> tuple[str, str, list[str]]:
+        """``ok`` only if pytest ran the suites (exit 0, or 1 for failed tests) and wrote a
+        verdict for every (feature, strategy) its library defines; a run narrowed by pytest
+        arguments needs verdicts only for what it selected."""
+        try:
+            guest = load_json_object(self.dir / "guest.json") or {}
+            outcomes = load_json_object(self.dir / "outcomes.json", ("cells", "features"))
+        except HarnessError as exc:
+            return "no-verdicts", str(exc), self._pytest_tail()
+        exit_status = guest.get("pytest_exit")
+        if exit_status not in (0, 1):
+            meaning = (
+                PYTEST_EXITS.get(exit_status, "unknown") if isinstance(exit_status, int) else "?"
+            )
+            return "no-verdicts", f"pytest exited {exit_status} ({meaning})", self._pytest_tail()
+        if outcomes is None:
+            return "no-verdicts", "pytest wrote no outcomes.json", self._pytest_tail()
+        missing = _missing_cells(outcomes)
+        if missing and not self.ctx.pytest_args:
+            shown = ", ".join(f"{f}/{s}" for f, s in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            return "no-verdicts", f"no verdict for {shown}{more}", self._pytest_tail()
+        return "ok", "the guest ran the suites to the end", evidence
+
+    def _pytest_tail(self) -> list[str]:
+        try:
+            lines = (self.dir / "pytest.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ["(no pytest.log)"]
+        return lines[-30:]
+
+    def end(self, status: str, detail: str, **values: Any) -> None:
+        """The one way out: the terminal status, kernel.json, and the staged results put in
+        their place (or kept aside, for a run that produced no verdict)."""
+        assert status in TERMINAL, status
+        with self._lock:
+            if self.ended:
+                return
+            finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            self._enter(status, detail=detail, finished=finished, **values)
+            self.where = self.ctx.store.commit(self.spec.name, self.dir, status)
+        colour = "green" if status == "ok" else "red"
+        seconds = values.get("wall_seconds")
+        took = f" in {seconds:.0f} s" if isinstance(seconds, float) else ""
+        self.ctx.milestone(self.spec.name, f"[{colour}]{status}[/{colour}]{took}: {detail}")
+
+
+def _missing_cells(outcomes: dict[str, Any]) -> list[tuple[str, str]]:
+    present = {
+        (c.get("feature"), c.get("strategy"))
+        for c in outcomes["cells"]
+        if isinstance(c, dict) and c.get("outcome") in ("works", "unsupported", "broken")
+    }
+    wanted = [
+        (f["id"], s) for f in outcomes["features"] if isinstance(f, dict) for s in f["strategies"]
+    ]
+    return [cell for cell in wanted if cell not in present]
+
+
+def _boot_seconds(timeline: list[dict[str, Any]]) -> float | None:
+    for point in timeline:
+        if point["event"] == "command-started":
+            return float(point["seconds"])
+    return None
+
+
+def _read_line(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None

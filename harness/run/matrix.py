@@ -1,0 +1,275 @@
+"""The orchestration of a run: check the inputs, prepare the host, let each kernel live its
+life (fetched one after the other, so a network problem shows at once; booted side by side),
+handle signals, write the report, decide the exit status.
+
+Results are written as each kernel ends and the report once more in ``finally``, so an
+interrupted run still leaves everything it collected, and a report of it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness.config import KernelSpec, MatrixConfig, memory_mib
+from harness.errors import FetchError, UsageError
+from harness.fetch.download import TRANSFERS
+from harness.fetch.mirror import debian_mirror
+from harness.files import write_json
+from harness.host.facts import HostFacts, prepare_host
+from harness.run.kernel import KernelRun, RunContext
+from harness.run.results import ResultStore, check_writable, exclusive, new_run_id
+from harness.ui import MatrixUI
+
+REPO = Path(__file__).resolve().parent.parent.parent
+EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class MatrixOptions:
+    config: MatrixConfig
+    kernels: list[KernelSpec]
+    results: Path
+    cache: Path
+    jobs: int
+    accel: str = "auto"
+    timeout: float | None = None
+    index_max_age: float = 24 * 3600.0
+    pytest_args: list[str] = field(default_factory=list)
+    repo: Path = REPO
+    suites: Path | None = None
+    allow_surprises: bool = False
+    measure_bare_boot: bool = False
+    require_signatures: bool = False
+
+
+def default_jobs() -> int:
+    # Each guest gets two vCPUs; under TCG a vCPU is a busy host thread.
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def host_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_inputs(options: MatrixOptions) -> None:
+    """Everything a run can be refused for, said before anything is fetched or booted."""
+    check_writable(options.results)
+    try:
+        options.cache.mkdir(parents=True, exist_ok=True)
+        probe = options.cache / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cache {options.cache}: cannot write there ({exc.strerror})") from exc
+    if options.suites is not None and not options.suites.is_dir():
+        raise UsageError(f"--suites {options.suites}: not a directory")
+    total = host_memory_mib()
+    for spec in options.kernels:
+        if total is not None and memory_mib(spec.memory) > total:
+            raise UsageError(
+                f"kernel {spec.name}: memory {spec.memory} is more than this host has ({total} MiB)"
+            )
+        if spec.source.kind == "debian":
+            try:
+                debian_mirror(getattr(spec.source, "mirror", None) or options.config.mirror)
+            except FetchError as exc:
+                raise UsageError(str(exc)) from exc
+
+
+class MatrixRun:
+    def __init__(self, options: MatrixOptions, ui: MatrixUI) -> None:
+        self.options = options
+        self.ui = ui
+        self.stop = threading.Event()
+        self.signal: int | None = None
+        self.store = ResultStore(options.results, new_run_id())
+        self.kernels: list[KernelRun] = []
+        self.facts: HostFacts | None = None
+        self._preparing = True  # host preparation and fetching: a signal interrupts them
+
+    # --- signals ---------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            return  # already stopping: the report is being written
+        self.signal = signum
+        self.stop.set()
+        self.ui.say(
+            f"[yellow]{signal.Signals(signum).name}: stopping the guests, keeping the "
+            "results[/yellow]"
+        )
+        if self._preparing:
+            # Downloads and extraction run in this thread and would not look at the event.
+            raise KeyboardInterrupt
+
+    def _install_handlers(self) -> dict[int, Any]:
+        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    # --- the run ---------------------------------------------------------------------------
+    def run(self) -> int:
+        options = self.options
+        check_inputs(options)
+        with exclusive(options.results):
+            previous = self._install_handlers()
+            try:
+                return self._run()
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+
+    def _run(self) -> int:
+        options = self.options
+        started = time.monotonic()
+        keep_previous(options.results)
+        matrix: dict[str, Any] | None = None
+        try:
+            self.facts = prepare_host(
+                options.cache, options.config.mirror, options.accel, self.ui.say
+            )
+            context = self._context(self.facts)
+            for spec in options.kernels:
+                self.ui.add_kernel(spec.name)
+                self.kernels.append(KernelRun(spec, context))
+            fetched = [k for k in self.kernels if not self.stop.is_set() and k.fetch()]
+            self._check_signatures(fetched)
+            self._preparing = False
+            self._boot_all(fetched)
+        except KeyboardInterrupt:
+            self.stop.set()
+        finally:
+            self._preparing = False
+            self.stop.set()
+            for kernel in self.kernels:
+                if not kernel.ended:
+                    kernel.end("interrupted", "the run stopped first")
+            self.store.clean()
+            self.write_run(time.monotonic() - started)
+            matrix = self.write_report()
+        return self.exit_status(matrix)
+
+    def _context(self, facts: HostFacts) -> RunContext:
+        options = self.options
+        return RunContext(
+            config=options.config,
+            host=facts,
+            store=self.store,
+            cache=options.cache,
+            repo=options.repo,
+            stop=self.stop,
+            update=self.ui.update,
+            milestone=self.ui.milestone,
+            timeout=options.timeout,
+            index_max_age=options.index_max_age,
+            pytest_args=options.pytest_args,
+            suites=options.suites,
+            measure_bare_boot=options.measure_bare_boot,
+        )
+
+    def _check_signatures(self, fetched: list[KernelRun]) -> None:
+        """With --require-signatures, a kernel from an index that gpgv did not verify is not
+        booted."""
+        for kernel in fetched:
+            unverified = [
+                p
+                for p in kernel.record.get("packages", [])
+                if p.get("index_signature", "verified") != "verified"
+            ]
+            if unverified:
+                why = unverified[0]["index_signature"]
+                self.ui.say(f"[yellow]{kernel.spec.name}: index signature {why}[/yellow]")
+                if self.options.require_signatures:
+                    kernel.end("fetch-failed", f"--require-signatures: index {why}")
+
+    def _boot_all(self, fetched: list[KernelRun]) -> None:
+        with ThreadPoolExecutor(max_workers=self.options.jobs) as pool:
+            futures: list[Future[None]] = [
+                pool.submit(k.boot_and_collect) for k in fetched if not k.ended
+            ]
+            # A signal sets the stop event; the guests watch it and end within seconds, and
+            # the pool's exit waits for them.
+            while not all(f.done() for f in futures):
+                time.sleep(0.2)
+
+    def write_report(self) -> dict[str, Any] | None:
+        from harness.report import write_report
+
+        try:
+            matrix = write_report([self.options.results], self.options.results)
+        except Exception as exc:  # the results are on disk; nox -s report can retry
+            self.ui.say(f"[red]could not write the report[/red]: {exc!r}")
+            return None
+        self.ui.say(f"report: {self.options.results / 'report.html'}")
+        return matrix
+
+    def exit_status(self, matrix: dict[str, Any] | None) -> int:
+        from harness.report import problem_lines, surprise_lines
+
+        if self.signal is not None:
+            return EXIT_SIGNAL.get(self.signal, 130)
+        incomplete = [k.spec.name for k in self.kernels if k.state != "ok"]
+        surprises = surprise_lines(matrix) if matrix else []
+        problems = problem_lines(matrix) if matrix else []
+        for line in surprises:
+            self.ui.say(f"[bold red]surprise[/bold red]: {line}")
+        for line in problems:
+            self.ui.say(f"[bold red]unreadable[/bold red]: {line}")
+        if incomplete:
+            self.ui.say(f"[red]did not complete[/red]: {', '.join(incomplete)}")
+        if incomplete or problems or matrix is None:
+            return 1
+        if surprises and not self.options.allow_surprises:
+            self.ui.say("surprises make the exit status 5 (--allow-surprises to accept them)")
+            return 5
+        return 0
+
+    def write_run(self, seconds: float) -> None:
+        run = {
+            **(self.facts.to_json() if self.facts else {}),
+            "run_id": self.store.run_id,
+            "kernels": [k.name for k in self.options.kernels],
+            "statuses": {k.spec.name: k.state for k in self.kernels},
+            "attempts": {
+                k.spec.name: str(k.where.relative_to(self.options.results))
+                for k in self.kernels
+                if getattr(k, "where", None) is not None and k.where != k.final
+            },
+            "wall_seconds": round(seconds, 1),
+            "downloaded_bytes": TRANSFERS.bytes,
+            "downloaded_files": TRANSFERS.files,
+            "config": str(self.options.config.path),
+            "features": library_features(),
+            "pytest_args": self.options.pytest_args,
+        }
+        write_json(self.options.results / "run.json", run)
+
+
+def keep_previous(results: Path) -> None:
+    """The last run's matrix becomes the baseline the report compares with."""
+    current = results / "matrix.json"
+    if current.exists():
+        shutil.copyfile(current, results / "previous-matrix.json")
+
+
+def library_features() -> list[dict[str, Any]]:
+    """The library's features as this checkout defines them: the guests run this very
+    library, so these are the rows even when no guest lived to report them itself."""
+    from mountcompat.features import ordered
+
+    return [
+        {"id": f.id, "summary": f.summary, "strategies": [s.name for s in f.strategies]}
+        for f in ordered()
+    ]
