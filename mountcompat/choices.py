@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import itertools
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,6 +24,8 @@ from mountcompat.errors import UnknownStrategy, errno_name
 
 ENV_FORCE = "MOUNTCOMPAT_FORCE"
 OUTCOMES = ("used", "unsupported", "failed", "skipped")
+# Records kept in memory: enough for any test or probe run, bounded for a long-lived process.
+DEFAULT_CAPACITY = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,30 @@ class ChoiceRecord:
 
 
 class ChoiceLog:
-    """An in-process, thread-safe list of records."""
+    """An in-process, thread-safe record of the last ``capacity`` choices.
 
-    def __init__(self) -> None:
-        self._records: list[ChoiceRecord] = []
+    A long-lived process (a daemon mounting all day) must not grow without bound, so the
+    oldest records are dropped. Positions from :meth:`mark` count every record ever added,
+    so ``since(mark)`` still gives what came after the mark (less whatever was dropped, which
+    :attr:`dropped` counts) and stays right across :meth:`reset`.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("a choice log holds at least one record")
+        self._records: deque[ChoiceRecord] = deque(maxlen=capacity)
+        self._added = 0  # records ever added; marks are positions in this count
         self._lock = threading.Lock()
+
+    @property
+    def capacity(self) -> int:
+        return self._records.maxlen or 0
+
+    @property
+    def dropped(self) -> int:
+        """Records added but no longer kept (dropped for room, or by reset)."""
+        with self._lock:
+            return self._added - len(self._records)
 
     def add(
         self,
@@ -61,6 +84,7 @@ class ChoiceLog:
         )
         with self._lock:
             self._records.append(record)
+            self._added += 1
         return record
 
     def records(self, feature: str | None = None) -> list[ChoiceRecord]:
@@ -70,13 +94,15 @@ class ChoiceLog:
     def mark(self) -> int:
         """A position to read from later: ``since(mark)`` gives the records added after it."""
         with self._lock:
-            return len(self._records)
+            return self._added
 
     def since(self, mark: int) -> list[ChoiceRecord]:
         with self._lock:
-            return list(self._records[mark:])
+            oldest_kept = self._added - len(self._records)
+            return list(itertools.islice(self._records, max(0, mark - oldest_kept), None))
 
     def reset(self) -> None:
+        """Drop every record; marks taken before stay valid (they see what comes next)."""
         with self._lock:
             self._records.clear()
 
@@ -115,6 +141,11 @@ def _forced_by_environment(text: str) -> Mapping[str, str]:
     choices = parse_force(text)
     validate_forcing(choices)
     return choices
+
+
+def forget_environment_forcing() -> None:
+    """Parse MOUNTCOMPAT_FORCE again on next use (registered with reset_probes)."""
+    _forced_by_environment.cache_clear()
 
 
 @contextlib.contextmanager

@@ -1,37 +1,123 @@
 """Features and their strategies: try in order, remember what the kernel cannot do, record all.
 
 A strategy is a small function with a docstring that says which kernels need it, the errno or
-message that tells, and why it exists. Its ``unsupported`` errnos are the kernel's way of saying
-"not here"; any other error is a real failure and is raised, never hidden by a fallback.
-Only the errnos in ``cache_on`` (those that can only mean the feature is absent, like ENOSYS)
-are remembered for the rest of the process: an EINVAL may depend on the request.
+message that tells, and why it exists. Each errno a strategy can get is one of three kinds:
+
+``unsupported``
+    errnos that can only mean "not on this kernel" (ENOSYS above all): the next strategy is
+    tried. Those also in ``cache_on`` hold for every request and are remembered for the rest
+    of the process.
+``ambiguous``
+    errnos the kernel returns both when it lacks the feature and when the request is wrong
+    (EINVAL: a bad workdir and an unknown parameter look alike). They are decided by
+    :class:`Probe` s, throwaway requests known to be valid, asked once per process: a probe
+    that finds its capability missing makes the refusal "unsupported" (remembered when it is
+    the strategy's own ``probe``, since a request's ``request_probes`` only say something
+    about requests like it); when every probe finds its capability present, the request
+    itself is wrong and the kernel's own error is raised, recorded ``failed``.
+anything else
+    a real failure, raised as it is, never hidden by a fallback.
+
+Every cached answer (remembered refusals, probe answers, and the caches any module registers
+with :func:`register_cache`) is forgotten by :func:`reset_probes`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from mountcompat.choices import LOG, forced_strategy
+from mountcompat.choices import LOG, forced_strategy, forget_environment_forcing
 from mountcompat.errors import (
     Attempt,
     NoStrategyWorked,
     StrategyUnsupported,
     UnknownStrategy,
+    errno_name,
 )
 
 T = TypeVar("T")
 
 
 class Unsupported(Exception):
-    """Raised by a strategy that found, without a failing syscall, that it cannot work here."""
+    """Raised by a strategy that found, without a failing syscall, that it cannot work here
+    (a limit it knows, like a value longer than fsconfig copies)."""
 
     def __init__(self, err: int, message: str) -> None:
         super().__init__(message)
         self.errno = err
         self.message = message
+
+
+# --- caches that reset_probes() forgets ---------------------------------------------------
+
+_resettable: list[Callable[[], None]] = []
+_resettable_lock = threading.Lock()
+
+
+def register_cache(forget: Callable[[], None]) -> Callable[[], None]:
+    """Have :func:`reset_probes` call ``forget``. Any module that caches what the kernel said
+    (a ``functools.cache``'s ``cache_clear``, a learnt mask's ``clear``) registers it here, so
+    that a test or a long-lived process can ask the kernel again. Returns ``forget``."""
+    with _resettable_lock:
+        if forget not in _resettable:
+            _resettable.append(forget)
+    return forget
+
+
+# --- probes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One question to the kernel: does it have ``capability``?
+
+    ``check`` asks it with a throwaway request known to be valid (a tmpfs context, an
+    overlay of two empty directories on a private tmpfs, an ioctl with an invalid fd) and
+    returns True (present) or False (missing). It must be cheap and leave nothing behind; an
+    exception means it could not tell. The answer is cached per process under
+    ``(capability, key)``: ``key`` tells apart questions of one capability about different
+    requests (the mount attributes asked for, say)."""
+
+    capability: str
+    check: Callable[[], bool] = field(compare=False, repr=False)
+    key: Hashable = ()
+
+    def present(self) -> bool:
+        return _ANSWERS.ask(self)
+
+
+class _ProbeAnswers:
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, Hashable], bool] = {}
+        self._lock = threading.Lock()
+
+    def ask(self, probe: Probe) -> bool:
+        slot = (probe.capability, probe.key)
+        with self._lock:
+            known = self._answers.get(slot)
+        if known is not None:
+            return known
+        # Asked outside the lock: a probe may take a moment, and two threads asking at once
+        # only cost a second throwaway request.
+        answer = bool(probe.check())
+        with self._lock:
+            self._answers[slot] = answer
+        return answer
+
+    def forget(self) -> None:
+        with self._lock:
+            self._answers.clear()
+
+
+_ANSWERS = _ProbeAnswers()
+register_cache(_ANSWERS.forget)
+register_cache(forget_environment_forcing)
+
+
+# --- strategies and features -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -40,15 +126,66 @@ class Strategy(Generic[T]):
     run: Callable[..., T]
     unsupported: frozenset[int] = frozenset()
     cache_on: frozenset[int] = frozenset()
+    ambiguous: frozenset[int] = frozenset()
+    # What the strategy needs on every request: missing means it never works here.
+    probe: Probe | None = None
+    # What this request needs beyond that (data-only layers, these attributes), from the
+    # same arguments as ``run``: missing means not for requests like this one.
+    request_probes: Callable[..., Sequence[Probe]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.ambiguous & self.unsupported:
+            raise ValueError(f"{self.name}: an errno is either unsupported or ambiguous")
+        if self.ambiguous and self.probe is None and self.request_probes is None:
+            raise ValueError(f"{self.name}: ambiguous errnos need a probe to decide them")
 
     @property
     def doc(self) -> str:
         return (self.run.__doc__ or "").strip()
 
+    def probes_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Probe]:
+        probes = [self.probe] if self.probe is not None else []
+        if self.request_probes is not None:
+            probes.extend(self.request_probes(*args, **kwargs))
+        return probes
+
 
 def _kernel_message(exc: BaseException) -> str:
     messages = getattr(exc, "kernel_messages", None)
     return "; ".join(messages) if messages else str(exc)
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """The verdict "not here": its message, and whether it holds for every request."""
+
+    message: str
+    remember: bool
+
+
+def _decide_ambiguous(
+    s: Strategy[Any], exc: OSError, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _Refusal | None:
+    """Ask the strategy's probes about an ambiguous refusal: a missing capability makes it
+    "not here"; if all are present the request is wrong, and ``exc`` gets a note saying so."""
+    asked = []
+    for probe in s.probes_for(args, kwargs):
+        try:
+            present = probe.present()
+        except Exception as failure:  # the probe could not tell: the kernel's error stands
+            exc.add_note(f"{s.name}: probing {probe.capability} failed ({failure!r})")
+            return None
+        if not present:
+            message = f"{probe.capability} missing (probed): {_kernel_message(exc)}"
+            return _Refusal(message, remember=probe is s.probe)
+        asked.append(probe.capability)
+    name = errno_name(exc.errno)
+    what = ", ".join(asked) or "nothing to probe"
+    exc.add_note(
+        f"{s.name}: {name} is not a missing feature here (probed present: {what}); "
+        "the kernel refused this request"
+    )
+    return None
 
 
 @dataclass
@@ -102,24 +239,18 @@ class Feature(Generic[T]):
                 LOG.add(self.id, s.name, "failed", err=exc.errno, message=str(exc), forced=forced)
                 raise
             # A limit the strategy itself knows (options too long for one page).
-            self._unsupported(s, exc.errno, exc.message, forced, cache=False)
+            self._unsupported(s, exc.errno, exc.message, forced, remember=False)
             raise
         except Unsupported as exc:
-            self._unsupported(s, exc.errno, exc.message, forced, cache=False)
+            self._unsupported(s, exc.errno, exc.message, forced, remember=False)
             raise StrategyUnsupported(self.id, s.name, exc.errno, exc.message) from exc
         except OSError as exc:
-            if exc.errno in s.unsupported:
-                message = _kernel_message(exc)
-                self._unsupported(s, exc.errno, message, forced, cache=exc.errno in s.cache_on)
-                raise StrategyUnsupported(self.id, s.name, exc.errno, message) from exc
-            LOG.add(
-                self.id,
-                s.name,
-                "failed",
-                err=exc.errno,
-                message=_kernel_message(exc),
-                forced=forced,
-            )
+            refusal = self._refusal(s, exc, args, kwargs)
+            if refusal is not None:
+                self._unsupported(s, exc.errno, refusal.message, forced, refusal.remember)
+                raise StrategyUnsupported(self.id, s.name, exc.errno, refusal.message) from exc
+            message = "; ".join([_kernel_message(exc), *getattr(exc, "__notes__", [])])
+            LOG.add(self.id, s.name, "failed", err=exc.errno, message=message, forced=forced)
             raise
         except BaseException as exc:
             LOG.add(self.id, s.name, "failed", message=repr(exc), forced=forced)
@@ -127,11 +258,21 @@ class Feature(Generic[T]):
         LOG.add(self.id, s.name, "used", forced=forced)
         return result
 
+    @staticmethod
+    def _refusal(
+        s: Strategy[T], exc: OSError, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Refusal | None:
+        if exc.errno in s.unsupported:
+            return _Refusal(_kernel_message(exc), remember=exc.errno in s.cache_on)
+        if exc.errno in s.ambiguous:
+            return _decide_ambiguous(s, exc, args, kwargs)
+        return None
+
     def _unsupported(
-        self, s: Strategy[T], err: int | None, message: str, forced: bool, cache: bool
+        self, s: Strategy[T], err: int | None, message: str, forced: bool, remember: bool
     ) -> None:
         LOG.add(self.id, s.name, "unsupported", err=err, message=message, forced=forced)
-        if cache:
+        if remember:
             with self._lock:
                 self._known_unsupported[s.name] = Attempt(s.name, err, message)
 
@@ -147,9 +288,14 @@ def feature(id: str, summary: str, strategies: list[Strategy[T]]) -> Feature[T]:
 
 
 def reset_probes() -> None:
-    """Forget every remembered "unsupported" answer (for tests)."""
+    """Forget every cached answer of the kernel: remembered refusals, probe answers and every
+    cache registered with :func:`register_cache` (for tests, and long-lived processes)."""
     for f in FEATURES.values():
         f.reset()
+    with _resettable_lock:
+        forgetters = list(_resettable)
+    for forget in forgetters:
+        forget()
 
 
 def validate_forcing(choices: Mapping[str, str]) -> None:

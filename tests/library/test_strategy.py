@@ -9,9 +9,16 @@ from collections.abc import Iterator
 import pytest
 
 from mountcompat import open_in_root
-from mountcompat.choices import LOG, forced, parse_force
+from mountcompat.choices import LOG, ChoiceLog, forced, parse_force
 from mountcompat.errors import NoStrategyWorked, StrategyUnsupported, UnknownStrategy
-from mountcompat.strategy import Feature, Strategy, Unsupported
+from mountcompat.strategy import (
+    Feature,
+    Probe,
+    Strategy,
+    Unsupported,
+    register_cache,
+    reset_probes,
+)
 
 
 def refuse(err: int) -> object:
@@ -161,3 +168,156 @@ def test_a_misspelt_feature_in_the_environment_fails(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MOUNTCOMPAT_FORCE", "path.resolv=userspace")
     with pytest.raises(UnknownStrategy):
         open_in_root("/", "etc")
+
+
+# --- ambiguous errnos and probes ---------------------------------------------------------
+
+
+class Kernel:
+    """A probe double: what a throwaway request would find, and how often it was asked."""
+
+    def __init__(self, has: bool) -> None:
+        self.has, self.asked = has, 0
+
+    def check(self) -> bool:
+        self.asked += 1
+        return self.has
+
+
+def ambiguous_feature(
+    base: Probe | None, per_request: list[Probe] | None = None, err: int = errno.EINVAL
+) -> Feature[str]:
+    def first(request: str) -> str:
+        """first: refuses every request with an ambiguous errno"""
+        raise OSError(err, f"refused {request}")
+
+    return Feature(
+        "test.feature",
+        "",
+        [
+            Strategy(
+                "first",
+                first,
+                ambiguous=frozenset({err}),
+                probe=base,
+                request_probes=(lambda request: per_request or []),
+            ),
+            Strategy("second", lambda request: f"second {request}"),
+        ],
+    )
+
+
+def test_ambiguous_errno_with_the_capability_missing_falls_back_and_is_remembered() -> None:
+    kernel = Kernel(has=False)
+    feature = ambiguous_feature(Probe("the thing (test)", kernel.check, key="missing"))
+    assert feature("a") == "second a"
+    assert feature("b") == "second b"
+    assert outcomes() == [
+        ("first", "unsupported"),
+        ("second", "used"),
+        ("first", "skipped"),
+        ("second", "used"),
+    ]
+    assert kernel.asked == 1
+    assert "the thing (test) missing (probed)" in LOG.records("test.feature")[0].message
+
+
+def test_ambiguous_errno_with_the_capability_present_is_the_requests_fault() -> None:
+    kernel = Kernel(has=True)
+    feature = ambiguous_feature(Probe("the thing (test)", kernel.check, key="present"))
+    with pytest.raises(OSError) as caught:
+        feature("wrong")
+    assert caught.value.errno == errno.EINVAL
+    assert str(caught.value) == "[Errno 22] refused wrong"  # the kernel's own error
+    assert any("probed present: the thing (test)" in n for n in caught.value.__notes__)
+    assert outcomes() == [("first", "failed")]  # "second" never tried
+    with pytest.raises(OSError):
+        feature("wrong again")
+    assert kernel.asked == 1  # the answer is cached per process
+
+
+def test_a_request_probe_missing_is_not_remembered_for_the_strategy() -> None:
+    base, data = Kernel(has=True), Kernel(has=False)
+    feature = ambiguous_feature(
+        Probe("layers (test)", base.check, key="r1"),
+        [Probe("data layers (test)", data.check, key="r1")],
+    )
+    assert feature("with data") == "second with data"
+    assert feature("with data") == "second with data"
+    # Tried again each time (another request may not need data layers), probes asked once.
+    assert [o for s, o in outcomes() if s == "first"] == ["unsupported", "unsupported"]
+    assert (base.asked, data.asked) == (1, 1)
+
+
+def test_a_probe_that_cannot_tell_leaves_the_kernels_error_standing() -> None:
+    def broken() -> bool:
+        raise PermissionError(errno.EPERM, "no right to mount the throwaway")
+
+    feature = ambiguous_feature(Probe("the thing (test)", broken, key="broken"))
+    with pytest.raises(OSError) as caught:
+        feature("x")
+    assert caught.value.errno == errno.EINVAL
+    assert any("probing the thing (test) failed" in n for n in caught.value.__notes__)
+    assert outcomes() == [("first", "failed")]
+
+
+def test_forced_strategy_with_the_capability_missing_is_unsupported() -> None:
+    feature = ambiguous_feature(Probe("the thing (test)", Kernel(False).check, key="forced"))
+    with pytest.raises(StrategyUnsupported) as caught:
+        feature("x", force="first")
+    assert caught.value.errno == errno.EINVAL
+
+
+def test_reset_probes_forgets_probe_answers_and_registered_caches() -> None:
+    kernel = Kernel(has=False)
+    probe = Probe("the thing (test)", kernel.check, key="reset")
+    forgotten: list[str] = []
+    register_cache(lambda: forgotten.append("mine"))
+    assert probe.present() is False
+    kernel.has = True
+    assert probe.present() is False  # cached
+    reset_probes()
+    assert probe.present() is True
+    assert kernel.asked == 2
+    assert forgotten == ["mine"]
+
+
+def test_a_strategy_cannot_declare_ambiguity_without_a_probe() -> None:
+    with pytest.raises(ValueError, match="need a probe"):
+        Strategy("x", lambda: None, ambiguous=frozenset({errno.EINVAL}))
+    with pytest.raises(ValueError, match="either unsupported or ambiguous"):
+        Strategy(
+            "x",
+            lambda: None,
+            unsupported=frozenset({errno.EINVAL}),
+            ambiguous=frozenset({errno.EINVAL}),
+            probe=Probe("p", lambda: True),
+        )
+
+
+# --- the choice log stays bounded --------------------------------------------------------
+
+
+def test_choice_log_keeps_the_last_records_and_marks_still_work() -> None:
+    log = ChoiceLog(capacity=3)
+    first = log.mark()
+    for i in range(5):
+        log.add("f", f"s{i}", "used")
+    assert [r.strategy for r in log.records()] == ["s2", "s3", "s4"]
+    assert log.dropped == 2
+    assert [r.strategy for r in log.since(first)] == ["s2", "s3", "s4"]  # what is left
+    middle = log.mark()
+    log.add("f", "s5", "used")
+    assert [r.strategy for r in log.since(middle)] == ["s5"]
+    log.reset()
+    log.add("f", "s6", "used")
+    assert [r.strategy for r in log.since(middle)] == ["s6"]  # a mark survives a reset
+    assert log.since(log.mark()) == []
+
+
+def test_the_process_log_is_bounded() -> None:
+    before = LOG.mark()
+    for _ in range(LOG.capacity + 10):
+        LOG.add("test.feature", "x", "used")
+    assert len(LOG.records()) == LOG.capacity
+    assert len(LOG.since(before)) == LOG.capacity
