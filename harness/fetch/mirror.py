@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import DEBIAN_ALIASES, DEBIAN_CODENAMES
+from harness.config import DEBIAN_ALIASES, DEBIAN_CODENAMES, is_mirror_url
 from harness.errors import FetchError
 
 ENV_VAR = "MOUNTCOMPAT_DEBIAN_MIRROR"
@@ -89,6 +89,8 @@ def debian_mirror(configured: str | None, etc_apt: Path = Path("/etc/apt")) -> s
     """The mirror to use, or a FetchError that says how to name one."""
     from_env = os.environ.get(ENV_VAR)
     if from_env:
+        if not is_mirror_url(from_env):
+            raise FetchError(f"{ENV_VAR}={from_env!r} is not an http://, https:// or file:// URL")
         return from_env.rstrip("/")
     if configured:
         return configured.rstrip("/")

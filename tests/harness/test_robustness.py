@@ -18,7 +18,7 @@ from harness.config import DebianSource, KernelSpec
 from harness.fetch.download import TRANSFERS
 from harness.fetch.kernels import Fetcher, KernelTree, default_cache
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 REPO = Path(__file__).resolve().parents[2]
 SMALL_SUITE = ["-k", "test_plain_path or test_tmpfs_is_mounted"]
 

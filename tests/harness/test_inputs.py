@@ -1,0 +1,155 @@
+"""Inputs that make no sense are refused before anything boots: one clear line, exit 2.
+
+Each case runs the real command line (``python -m harness``) in a subprocess, with a kernel
+whose files do not exist: a run that got past the checks would fail to fetch it instead, so
+exit status 2 and the message show that the check, and nothing later, stopped it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mountcompat import _syscalls as sys_
+from mountcompat.mounts import unmount
+
+REPO = Path(__file__).resolve().parents[2]
+KERNEL = """kernels:
+  - name: k
+    note: a kernel that is never booted
+    source:
+      local: {vmlinuz: /nonexistent/vmlinuz, modules: /nonexistent/modules}
+"""
+
+
+def harness(tmp_path: Path, *args: str, config: str = KERNEL, **env: str) -> tuple[int, str]:
+    path = tmp_path / "kernels.yaml"
+    if not path.exists():
+        path.write_text(config)
+    results = tmp_path / "results"
+    argv = [sys.executable, "-m", "harness", "--config", str(path)]
+    if not any(a.startswith("--results") for a in args):
+        argv += ["--results", str(results)]
+    done = subprocess.run(
+        [*argv, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def refused(tmp_path: Path, *args: str, config: str = KERNEL, **env: str) -> str:
+    status, out = harness(tmp_path, *args, config=config, **env)
+    assert status == 2, out
+    errors = [line for line in out.splitlines() if "error" in line.lower()]
+    assert errors, out
+    assert not (tmp_path / "results" / "k").exists(), "something ran past the check"
+    return out
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "-inf", "soon"])
+def test_timeout_must_be_positive_and_finite(tmp_path: Path, value: str) -> None:
+    out = refused(tmp_path, f"--timeout={value}")
+    assert "--timeout" in out
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_jobs_must_be_one_or_more(tmp_path: Path, value: str) -> None:
+    assert "--jobs" in refused(tmp_path, f"--jobs={value}")
+
+
+def test_the_same_kernel_twice(tmp_path: Path) -> None:
+    assert "more than once" in refused(tmp_path, "--kernel", "k", "--kernel", "k")
+
+
+def test_list_with_an_unknown_kernel(tmp_path: Path) -> None:
+    assert "no such kernel" in refused(tmp_path, "--list", "--kernel", "nope")
+
+
+def kernel_with(line: str, name: str = "k") -> str:
+    return KERNEL.replace("  - name: k\n", f"  - name: {name}\n    {line}\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("memory: 100000G", "more than this host has"),
+        ("memory: 16M", "at least 256M"),
+        ("memory: lots", "like 2G"),
+        ("cpus: 0", "1 to 255"),
+        ("cpus: 4096", "1 to 255"),
+        ("append: quiet init=/bin/sh", "init="),
+        ("timeout: .nan", "positive"),
+        ("arch: sparc", "x86_64 or arm64"),
+    ],
+)
+def test_values_qemu_or_vng_cannot_honour(tmp_path: Path, line: str, words: str) -> None:
+    assert words in refused(tmp_path, config=kernel_with(line))
+
+
+@pytest.mark.parametrize("name", ["host", "matrix.json", "run.json", "report.html", "attempts"])
+def test_reserved_names(tmp_path: Path, name: str) -> None:
+    assert "reserved" in refused(tmp_path, config=KERNEL.replace("name: k", f"name: {name}"))
+
+
+def test_a_name_with_a_trailing_newline(tmp_path: Path) -> None:
+    config = KERNEL.replace("name: k", 'name: "k\\n"')
+    assert "control characters" in refused(tmp_path, config=config)
+
+
+def test_a_mirror_that_is_not_a_url(tmp_path: Path) -> None:
+    config = "mirror: deb.example.org/debian\n" + KERNEL
+    assert "URL" in refused(tmp_path, config=config)
+
+
+def test_a_mirror_from_the_environment_that_is_not_a_url(tmp_path: Path) -> None:
+    config = KERNEL.replace(
+        "local: {vmlinuz: /nonexistent/vmlinuz, modules: /nonexistent/modules}",
+        'debian: {suite: bookworm, package: "linux-image-6.1.0-*-cloud-amd64"}',
+    )
+    out = refused(tmp_path, config=config, MOUNTCOMPAT_DEBIAN_MIRROR="not a url")
+    assert "MOUNTCOMPAT_DEBIAN_MIRROR" in out
+
+
+def test_a_config_that_is_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "kernels.yaml").write_bytes(KERNEL.encode() + b"# caf\xe9\n")
+    assert "not UTF-8" in refused(tmp_path)
+
+
+def test_results_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    assert "not a directory" in refused(tmp_path, f"--results={tmp_path / 'file'}")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A read-only mount (root ignores permission bits, not a read-only filesystem)."""
+    where = tmp_path / "ro"
+    where.mkdir()
+    sys_.mount("ro", where, "tmpfs", 0x1)  # MS_RDONLY
+    try:
+        yield where
+    finally:
+        unmount(where)
+
+
+def test_results_on_a_read_only_filesystem(tmp_path: Path, read_only_dir: Path) -> None:
+    assert "cannot write" in refused(tmp_path, f"--results={read_only_dir}")
+
+
+def test_a_cache_that_cannot_be_written(tmp_path: Path, read_only_dir: Path) -> None:
+    out = refused(tmp_path, f"--cache={read_only_dir / 'cache'}")
+    assert "cache" in out
+
+
+def test_one_line_not_a_traceback(tmp_path: Path) -> None:
+    out = refused(tmp_path, "--timeout=nan")
+    assert "Traceback" not in out
