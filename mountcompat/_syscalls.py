@@ -105,6 +105,15 @@ def _describe(name: str, args: Sequence[Any]) -> str:
     return f"{name}({', '.join(_shown(a) for a in args)})"
 
 
+def add_kernel_messages(exc: OSError, messages: Sequence[str], source: str = "kernel log") -> None:
+    """Attach what the kernel said elsewhere (its log) to an error of this layer that carries
+    no message of its own, so that the reason is in the exception and its text."""
+    if not messages or getattr(exc, "kernel_messages", None) or not hasattr(exc, "operation"):
+        return
+    exc.kernel_messages = list(messages)  # type: ignore[attr-defined]
+    exc.filename = f"{exc.filename} -- {source}: {'; '.join(messages)}"
+
+
 def raise_errno(err: int, name: str, args: Sequence[Any], messages: Sequence[str] = ()) -> OSError:
     call = _describe(name, args)
     if messages:
@@ -159,6 +168,55 @@ def read_context_messages(fd: int) -> list[str]:
             break
         messages.append(data.decode("utf-8", "replace").rstrip("\n"))
     return messages
+
+
+class KernelLogCursor:
+    """The kernel log (/dev/kmsg) from the moment of opening on: some refusals carry their
+    reason only there (overlayfs's pr_err "at least 2 lowerdir are needed while upperdir
+    nonexistent", and every message of a mount(2) call, which has no context fd). Without
+    the right to read it (not root, dmesg_restrict) it reads nothing. Lines are everybody's:
+    callers keep only those with their subsystem's prefix."""
+
+    def __init__(self, path: str = "/dev/kmsg") -> None:
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.lseek(self._fd, 0, os.SEEK_END)
+        except OSError:
+            self.close()
+
+    def lines(self, prefixes: tuple[str, ...] = ("",), limit: int = 10) -> list[str]:
+        found: list[str] = []
+        while self._fd is not None:
+            try:
+                record = os.read(self._fd, 8192)
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten before we read it: go on
+                    continue
+                break  # EAGAIN: nothing more
+            if not record:
+                break
+            # "<prio>,<seq>,<usec>,<flags>;<text>\n<continuation>"
+            text = record.decode("utf-8", "replace").partition(";")[2].split("\n", 1)[0]
+            if text.startswith(prefixes):
+                found.append(text)
+        return found[-limit:]
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> KernelLogCursor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# fsconfig copies a string value with strndup_user(_value, 256) (fs/fsopen.c), which refuses
+# (EINVAL, with no message on the context) rather than truncates: 255 bytes and the NUL.
+FSCONFIG_VALUE_MAX = 255
 
 
 def fsconfig(

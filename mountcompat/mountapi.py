@@ -13,7 +13,6 @@ Features, preferred strategy first:
 from __future__ import annotations
 
 import errno
-import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,35 +21,36 @@ from mountcompat import _syscalls as sys_
 from mountcompat.errors import MountCompatError
 from mountcompat.fscontext import FsContext
 from mountcompat.mounts import AttachedMount, DetachedMount, MountAttr, ms_flags
-from mountcompat.strategy import Strategy, Unsupported, feature
+from mountcompat.strategy import Probe, Strategy, feature
 
 Options = Mapping[str, str | None]
 
 
-@functools.cache
-def _create_excl_known() -> bool:
-    """Whether the kernel knows FSCONFIG_CMD_CREATE_EXCL, tried once on a throwaway tmpfs
-    context: tmpfs never fails a create for any other reason, so an error can only mean an
-    unknown command (before 6.6: EOPNOTSUPP, seen on 5.10)."""
+def _tmpfs_takes_create_excl() -> bool:
+    """FSCONFIG_CMD_CREATE_EXCL on a throwaway tmpfs context: tmpfs is on the new mount API
+    and never refuses a create, so EOPNOTSUPP can only be the command unknown (before 6.6,
+    fs/fsopen.c answers any unknown command with EOPNOTSUPP before it looks at the context)."""
     try:
         with FsContext.open("tmpfs") as ctx:
             ctx.create_exclusive()
     except OSError as exc:
-        if exc.errno in UNKNOWN_COMMAND:
+        if exc.errno == errno.EOPNOTSUPP:
             return False
         raise
     return True
 
 
-UNKNOWN_COMMAND = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
+CREATE_EXCL_KNOWN = Probe("FSCONFIG_CMD_CREATE_EXCL (6.6)", _tmpfs_takes_create_excl)
 
 
 def _create_excl(ctx: FsContext) -> None:
-    """FSCONFIG_CMD_CREATE_EXCL (6.6). Missing before: EOPNOTSUPP for the unknown command,
-    told apart from a filesystem's own refusal by a probe on tmpfs. Preferred because CMD_CREATE can
-    hand back an existing superblock with the new parameters silently ignored."""
-    if not _create_excl_known():
-        raise Unsupported(errno.EOPNOTSUPP, "FSCONFIG_CMD_CREATE_EXCL unknown (probed on tmpfs)")
+    """FSCONFIG_CMD_CREATE_EXCL (6.6), which refuses to share an existing superblock (EBUSY,
+    "reusing existing filesystem not allowed"). Before 6.6 the command is unknown: EOPNOTSUPP.
+    A kernel that has it also answers EOPNOTSUPP for a filesystem still on the legacy mount
+    context, so EOPNOTSUPP is ambiguous and a probe on tmpfs decides: unknown command, then
+    ``create``; known, then this filesystem refuses, and the error is raised rather than
+    quietly sharing a superblock. Preferred because CMD_CREATE can hand back an existing
+    superblock with the new parameters silently ignored."""
     ctx.create_exclusive()
 
 
@@ -62,7 +62,17 @@ def _create(ctx: FsContext) -> None:
 FS_CREATE = feature(
     "fs.create",
     "turn a configured fs context into a superblock",
-    [Strategy("create-excl", _create_excl), Strategy("create", _create)],
+    [
+        Strategy(
+            "create-excl",
+            _create_excl,
+            # Before 6.6 the unknown command leaves the context untouched, so "create" can go
+            # on with it (the syscall returns before fdget).
+            ambiguous=frozenset({errno.EOPNOTSUPP}),
+            probe=CREATE_EXCL_KNOWN,
+        ),
+        Strategy("create", _create),
+    ],
 )
 
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import Contract, assert_default_choice, expect_errno, mounted_at, not_mounted
+from helpers import (
+    Contract,
+    assert_default_choice,
+    expect_errno,
+    mounted_at,
+    not_mounted,
+    require_tool,
+)
 
-from mountcompat import MountAttr, mount_fs
+from mountcompat import MountAttr, attach_loop, mount_fs
 from mountcompat.choices import LOG
 from mountcompat.fscontext import FsContext
 from mountcompat.mountapi import create_superblock
@@ -82,8 +90,25 @@ def test_context_stays_usable_after_a_failed_parameter(workdir: Path) -> None:
             detached.attach(workdir).close()
 
 
+def ext4_image(directory: Path) -> Path:
+    require_tool("mkfs.ext4")
+    image = directory / "fs.ext4"
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    return image
+
+
+def ext4_context(device: Path) -> FsContext:
+    ctx = FsContext.open("ext4")
+    ctx.set_string("source", str(device))
+    return ctx
+
+
 class FsCreateContract(Contract):
     feature = "fs.create"
+    # Whether a second context for a device already mounted gets that device's superblock.
+    shares_superblocks: bool
 
     def test_new_superblock_mounts(self, workdir: Path) -> None:
         with FsContext.open("tmpfs") as ctx:
@@ -96,13 +121,47 @@ class FsCreateContract(Contract):
             (workdir / "f").write_text("x")
             assert os.stat(workdir / "f").st_dev == os.stat(workdir).st_dev
 
+    def test_a_second_context_for_the_same_device(self, workdir: Path) -> None:
+        """The difference between the two: block filesystems keep one superblock per device,
+        and CMD_CREATE hands the existing one to a second context (its parameters ignored),
+        where CMD_CREATE_EXCL refuses with EBUSY and says why on the context."""
+        first_at, second_at = workdir / "first", workdir / "second"
+        first_at.mkdir()
+        second_at.mkdir()
+        with attach_loop(ext4_image(workdir), read_only=False) as device:
+            with ext4_context(device.path) as ctx:
+                create_superblock(ctx, force=self.strategy)  # the first one is new either way
+                first = ctx.mount().attach(first_at)
+            with first, ext4_context(device.path) as ctx:
+                (first_at / "written-through-the-first").write_text("one superblock")
+                if self.shares_superblocks:
+                    self._shared(ctx, first_at, second_at)
+                else:
+                    self._refused(ctx)
+
+    def _shared(self, ctx: FsContext, first_at: Path, second_at: Path) -> None:
+        create_superblock(ctx, force=self.strategy)
+        with ctx.mount() as detached, detached.attach(second_at):
+            assert os.stat(second_at).st_dev == os.stat(first_at).st_dev
+            text = (second_at / "written-through-the-first").read_text()
+            assert text == "one superblock"
+
+    def _refused(self, ctx: FsContext) -> None:
+        with pytest.raises(OSError) as caught:
+            create_superblock(ctx, force=self.strategy)
+        expect_errno(caught.value, errno.EBUSY)
+        messages = getattr(caught.value, "kernel_messages", [])
+        assert any("reusing existing filesystem not allowed" in m for m in messages), messages
+
 
 class TestCreateExcl(FsCreateContract):
     strategy = "create-excl"
+    shares_superblocks = False
 
 
 class TestCreate(FsCreateContract):
     strategy = "create"
+    shares_superblocks = True
 
 
 @pytest.mark.default_choice("fs.create")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +23,49 @@ from helpers import (
 from mountcompat import OverlaySpec, mount_overlay
 from mountcompat._constants import PAGE_SIZE
 from mountcompat.choices import LOG
-from mountcompat.errors import OverlayOptionsTooLong
+from mountcompat.errors import MountCompatError, NoStrategyWorked, OverlayOptionsTooLong
 
 
 def layers(base: Path) -> tuple[Path, Path]:
     upper_layer = make_tree(base / "l1", {"shared": "from l1", "only1": "one"})
     lower_layer = make_tree(base / "l2", {"shared": "from l2", "only2": "two", "dir/deep": "d"})
     return upper_layer, lower_layer
+
+
+def one_lower_no_upper(base: Path) -> tuple[OverlaySpec, tuple[str, ...]]:
+    lower = make_tree(base / "only", {"f": "x"})
+    return OverlaySpec(lower=(lower,)), ("at least 2 lowerdir are needed",)
+
+
+def workdir_inside_upper(base: Path) -> tuple[OverlaySpec, tuple[str, ...]]:
+    l1, l2 = layers(base)
+    upper = base / "u"
+    work = upper / "w"
+    work.mkdir(parents=True)
+    spec = OverlaySpec(lower=(l1, l2), upper=upper, work=work)
+    return spec, ("workdir and upperdir must be separate subtrees",)
+
+
+def a_file_as_a_layer(base: Path) -> tuple[OverlaySpec, tuple[str, ...]]:
+    l1, _ = layers(base)
+    plain = base / "plain-file"
+    plain.write_text("not a directory")
+    # fd strategies open it O_DIRECTORY (ENOTDIR naming it); string ones get the kernel's
+    # "<path> is not a directory" (6.5 on) or "'<path>' not a directory" (before).
+    return OverlaySpec(lower=(plain, l1)), ("not a directory",)
+
+
+WRONG_REQUESTS: dict[str, Callable[[Path], tuple[OverlaySpec, tuple[str, ...]]]] = {
+    "one-lower-no-upper": one_lower_no_upper,
+    "workdir-inside-upper": workdir_inside_upper,
+    "a-file-as-a-layer": a_file_as_a_layer,
+}
+
+
+def assert_kernel_reason(exc: BaseException, reasons: tuple[str, ...]) -> None:
+    """Not "no strategy works", nor "unsupported": the kernel's own error and its words."""
+    assert isinstance(exc, OSError) and not isinstance(exc, MountCompatError), repr(exc)
+    assert any(r.lower() in str(exc).lower() for r in reasons), f"{reasons} not in {exc}"
 
 
 class OverlayContract(Contract):
@@ -100,6 +138,25 @@ class OverlayContract(Contract):
             (target / "b").write_text("b")
             assert (upper / "b").read_text() == "b"
 
+    @pytest.mark.parametrize("case", list(WRONG_REQUESTS))
+    def test_a_wrong_request_is_raised_with_the_kernels_reason(
+        self, workdir: Path, case: str
+    ) -> None:
+        """EINVAL is also what a kernel without this way of passing layers answers: the
+        strategy's probe finds it present, so the kernel's own error is raised, with its
+        reason (from the context fd, or the kernel log where overlayfs only logs it), and
+        the strategy is recorded failed, never unsupported."""
+        spec, reasons = WRONG_REQUESTS[case](workdir)
+        target = workdir / "m"
+        target.mkdir()
+        since = LOG.mark()
+        with pytest.raises(OSError) as caught:
+            mount_overlay(spec, target, force=self.strategy)
+        assert_kernel_reason(caught.value, reasons)
+        records = [r for r in LOG.since(since) if r.feature == "overlay.layers"]
+        assert [r.outcome for r in records] == ["failed"], records
+        assert not_mounted(target)
+
 
 class TestFdOpath(OverlayContract):
     strategy = "fd-opath"
@@ -155,3 +212,49 @@ def test_a_missing_layer_is_a_real_error_not_unsupported(workdir: Path) -> None:
     records = [r for r in LOG.since(since) if r.feature == "overlay.layers"]
     assert [r.outcome for r in records] == ["failed"], records
     assert not_mounted(target)
+
+
+@pytest.mark.parametrize("case", list(WRONG_REQUESTS))
+def test_a_wrong_request_ends_with_the_kernels_reason(workdir: Path, case: str) -> None:
+    """Unforced: the strategies before the one that fails may be passed over only because
+    this kernel lacks them (recorded unsupported); the request's error ends the attempt with
+    the kernel's reason, never as "no strategy works on this kernel"."""
+    spec, reasons = WRONG_REQUESTS[case](workdir)
+    target = workdir / "m"
+    target.mkdir()
+    since = LOG.mark()
+    with pytest.raises(OSError) as caught:
+        mount_overlay(spec, target)
+    assert_kernel_reason(caught.value, reasons)
+    outcomes = [r.outcome for r in LOG.since(since) if r.feature == "overlay.layers"]
+    assert outcomes[-1] == "failed" and set(outcomes[:-1]) <= {"unsupported", "skipped"}
+    assert not_mounted(target)
+
+
+def test_more_than_500_layers_is_the_kernels_limit(workdir: Path) -> None:
+    """OVL_MAX_STACK is 500: a 501st layer is refused ("too many lower directories, limit is
+    500"), and that is what the caller is told, not "no strategy works on this kernel"."""
+    base = workdir / "l"
+    base.mkdir()
+    dirs = []
+    for i in range(501):
+        (base / str(i)).mkdir()
+        dirs.append(base / str(i))
+    target = workdir / "m"
+    target.mkdir()
+    with pytest.raises(OSError) as caught, only_length_limits_skip():
+        mount_overlay(OverlaySpec(lower=tuple(dirs)), target)
+    assert_kernel_reason(caught.value, ("too many lower directories, limit is 500",))
+    assert not_mounted(target)
+
+
+@contextlib.contextmanager
+def only_length_limits_skip() -> Iterator[None]:
+    """Before 6.7 no way of passing layers takes 501 of them (255 bytes a value, one page in
+    all): every strategy refusing for length alone (E2BIG) is that kernel's honest answer."""
+    try:
+        yield
+    except NoStrategyWorked as exc:
+        if all(a.errno == errno.E2BIG for a in exc.attempts):
+            pytest.skip(f"no way of passing 501 layers on this kernel: {exc}")
+        raise
