@@ -62,7 +62,7 @@ def is_network_error(exc: BaseException | None) -> bool:
 def _fetch_once(url: str, tmp: Path, progress: ProgressCallback | None) -> str:
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as response, tmp.open("wb") as out:
-        total = response.length
+        total = getattr(response, "length", None)  # file:// answers have no length
         done = 0
         while block := response.read(CHUNK):
             out.write(block)

@@ -254,7 +254,10 @@ class Fetcher:
             self.progress("extracting")
             return debs
 
-        return self._ready(final, packages)
+        tree = self._ready(final, packages)
+        # What this run resolved (its index's signature and freshness), not what the run
+        # that extracted the tree once saw.
+        return replace(tree, packages=tuple(p.to_json() for p in resolved))
 
     def _fetch_debs(self, source: DebFilesSource) -> KernelTree:
         debs = []
