@@ -13,6 +13,8 @@ import ctypes
 import errno
 import os
 import platform
+import struct
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +43,8 @@ _NUMBERS: dict[str, dict[str, int]] = {
     for arch in ("x86_64", "aarch64")
 }
 NR = _NUMBERS.get(platform.machine(), _NUMBERS["x86_64"])
+# statx is older than the shared numbering: its number differs by architecture.
+NR["statx"] = {"x86_64": 332, "aarch64": 291}.get(platform.machine(), 332)
 
 _mount = _libc.mount
 _mount.argtypes = [
@@ -328,29 +332,47 @@ def openat2(dfd: int, path: str | os.PathLike[str], how: OpenHow) -> int:
     )
 
 
-def statmount(mnt_id: int, mask: int, size: int = 4096) -> bytes:
-    """statmount(2) into a buffer that grows until the answer fits (EOVERFLOW)."""
-    req = MntIdReq(size=C.MNT_ID_REQ_SIZE_VER0, spare=0, mnt_id=mnt_id, param=mask)
-    while True:
-        buf = ctypes.create_string_buffer(size)
-        try:
-            syscall(
-                "statmount",
-                ctypes.byref(req),
-                buf,
-                ctypes.c_size_t(size),
-                ctypes.c_uint(0),
-                describe=(mnt_id, f"mask={mask:#x}", size),
-            )
-        except OSError as exc:
-            if exc.errno == errno.EOVERFLOW and size < (1 << 24):
-                size *= 4
+class StatmountBuffer:
+    """statmount(2) (6.8) for mount after mount through one request and one buffer, both
+    reused: a call costs the syscall and nothing else (no ctypes object made, no description
+    formatted unless it fails). The answer is in ``view`` until the next call. The buffer
+    grows on EOVERFLOW (strings longer than it). Not for two threads at once."""
+
+    def __init__(self, mask: int, size: int = 4096) -> None:
+        self.mask = mask
+        self._req = MntIdReq(size=C.MNT_ID_REQ_SIZE_VER0, spare=0, mnt_id=0, param=mask)
+        self._args = (ctypes.c_long(NR["statmount"]), ctypes.byref(self._req))
+        self._flags = ctypes.c_uint(0)
+        self._allocate(size)
+
+    def _allocate(self, size: int) -> None:
+        self._buffer = ctypes.create_string_buffer(size)
+        self._size = ctypes.c_size_t(size)
+        self.view = memoryview(self._buffer).cast("B")
+
+    def __call__(self, mnt_id: int) -> None:
+        self._req.mnt_id = mnt_id
+        nr, req = self._args
+        while _syscall(nr, req, self._buffer, self._size, self._flags) < 0:
+            err = ctypes.get_errno()
+            size = self._size.value
+            if err == errno.EOVERFLOW and size < (1 << 24):
+                self._allocate(size * 4)
                 continue
-            raise
-        return buf.raw
+            raise raise_errno(err, "statmount", (mnt_id, f"mask={self.mask:#x}", size))
+
+
+def statmount(mnt_id: int, mask: int, size: int = 4096) -> bytes:
+    """statmount(2) of one mount: the answer, header and strings."""
+    call = StatmountBuffer(mask, size)
+    call(mnt_id)
+    used = int.from_bytes(call.view[:4], sys.byteorder)
+    return call.view[:used].tobytes()
 
 
 def listmount(mnt_id: int, last_id: int, count: int = 512, flags: int = 0) -> list[int]:
+    """listmount(2) (6.8): up to ``count`` unique ids of the mounts below ``mnt_id``
+    (LSMT_ROOT: the whole namespace) after ``last_id``, in increasing order."""
     req = MntIdReq(size=C.MNT_ID_REQ_SIZE_VER0, spare=0, mnt_id=mnt_id, param=last_id)
     ids = (ctypes.c_uint64 * count)()
     n = syscall(
@@ -361,7 +383,34 @@ def listmount(mnt_id: int, last_id: int, count: int = 512, flags: int = 0) -> li
         ctypes.c_uint(flags),
         describe=(mnt_id, last_id, count, flags),
     )
-    return list(ids[:n])
+    return ids[:n]
+
+
+# statx(2) (4.11): STATX_MNT_ID from 5.8 (the id mountinfo shows), STATX_MNT_ID_UNIQUE from
+# 6.8 (statmount's 64-bit id; both are answered in stx_mnt_id, so ask for one at a time).
+STATX_MNT_ID = 0x1000
+STATX_MNT_ID_UNIQUE = 0x4000
+STATX_SIZE = 256
+STATX_FIELDS = struct.Struct("=I132xIIQ")  # stx_mask, stx_dev_major/minor, stx_mnt_id
+
+
+def statx(
+    dfd: int, path: str | os.PathLike[str], flags: int, mask: int
+) -> tuple[int, int, int, int]:
+    """statx(2): (returned mask, st_dev's major, minor, stx_mnt_id). A kernel that lacks a
+    field asked for leaves its bit out of the returned mask; before 4.11: ENOSYS."""
+    buf = ctypes.create_string_buffer(STATX_SIZE)
+    syscall(
+        "statx",
+        ctypes.c_int(dfd),
+        _encode(path),
+        ctypes.c_int(flags),
+        ctypes.c_uint(mask),
+        buf,
+        describe=(dfd, os.fspath(path), flags, f"mask={mask:#x}"),
+    )
+    returned, major, minor, mnt_id = STATX_FIELDS.unpack_from(buf)
+    return returned, major, minor, mnt_id
 
 
 # --- the classic calls -----------------------------------------------------------------

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
+from mountcompat.listing import find_mount
 from mountcompat.mounts import ATIME_MASK, DetachedMount, MountAttr, ms_flags
-from mountcompat.mounttable import find_mount, mounts_under, read_mountinfo
+from mountcompat.mounttable import mounts_under, read_mountinfo
 from mountcompat.strategy import Strategy, feature
 
 
@@ -45,25 +46,37 @@ def _mount_setattr(path: Path, set_: MountAttr, clear: MountAttr, recursive: boo
 
 
 def _remount(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool) -> None:
-    """MS_BIND|MS_REMOUNT on each mount at and (recursively) below ``path``, read from
-    mountinfo: every kernel. Needed before 5.12 and, for nosymfollow, before 5.14 (mount(2)
-    has MS_NOSYMFOLLOW from 5.10). Not atomic: another mount can appear between the read and
-    the remounts, and a failure leaves the earlier ones changed."""
+    """MS_BIND|MS_REMOUNT on the mount at ``path`` and (recursively) on each mount point
+    below it, from mountinfo: every kernel. Needed before 5.12 and, for nosymfollow, before
+    5.14 (mount(2) has MS_NOSYMFOLLOW from 5.10). Each remount acts on the mount on top at
+    its path, so that is the one whose attributes are read (the kernel's answer, not the
+    table's order: propagation can tuck a mount under another); a mount point covered by
+    another mount cannot be reached by path and is left as it is. Not atomic: another
+    mount can appear between the read and the remounts, and a failure leaves the earlier
+    ones changed."""
     real = os.path.realpath(path)
     entries = read_mountinfo()
-    if recursive:
-        targets = mounts_under(entries, real)
-    else:
-        top = find_mount(entries, real)
-        targets = [top] if top is not None else []
-    if not targets:
+    top = find_mount(real, entries)
+    if top is None or top.mountpoint != real:
         raise sys_.raise_errno(errno.EINVAL, "remount", (real, "not a mount point"))
+    targets = [top]
+    if recursive:
+        points = dict.fromkeys(e.mountpoint for e in mounts_under(entries, real))
+        for point in points:
+            visible = find_mount(point, entries) if point != real else None
+            if visible is not None and visible.mountpoint == point:
+                targets.append(visible)
+    atime_field = MountAttr(ATIME_MASK)
     for entry in targets:
-        wanted = (entry.attrs & ~clear) | set_
-        flags = C.MS_BIND | C.MS_REMOUNT | ms_flags(wanted)
-        if not wanted & ATIME_MASK:
-            # Without an atime flag a remount keeps the old atime mode: say relatime outright.
-            flags |= C.MS_RELATIME
+        # The atime mode is one field, as for mount_setattr: kept unless set_ or clear name
+        # it, then set_'s (relatime if it names none). Always passed: a remount keeps the old
+        # mode only when no atime flag at all is given, MS_NODIRATIME included (path_mount,
+        # "The default atime for remount is preservation", 2.6.30), so nodiratime alone
+        # would turn a strictatime or noatime mount into relatime.
+        current = entry.attrs
+        atime = set_ & atime_field if (set_ | clear) & atime_field else current & atime_field
+        wanted = (current & ~clear & ~atime_field) | (set_ & ~atime_field) | atime
+        flags = C.MS_BIND | C.MS_REMOUNT | ms_flags(wanted) | (0 if atime else C.MS_RELATIME)
         sys_.mount(None, entry.mountpoint, None, flags)
 
 

@@ -68,3 +68,17 @@ class OverlayOptionsTooLong(StrategyUnsupported):
             f"accept at most {limit - 1}: use fewer or shorter layer paths, or a kernel with "
             "lowerdir+ (6.7, 6.6.23)",
         )
+
+
+class MountTableError(MountCompatError, ValueError):
+    """A line of the mount table that does not follow its format (proc_pid_mountinfo(5)),
+    or a statmount answer without a field it must have: names the line (1-based; None for
+    statmount) and the field, rather than returning an entry with that field empty or wrong."""
+
+    def __init__(
+        self, line: int | None, field: str, problem: str, text: str = "", where: str = ""
+    ) -> None:
+        self.line, self.field, self.problem, self.text = line, field, problem, text
+        where = where or f"mountinfo line {line}"
+        shown = f": {text!r}" if text else ""
+        super().__init__(f"{where}: {field}: {problem}{shown}")

@@ -1,116 +1,465 @@
 """The mount table as one entry type, whether it came from mountinfo or from statmount.
 
-Parsers are pure functions over text or bytes; the readers around them take the ``/proc``
-root as an argument.
+A line of /proc/<pid>/mountinfo (proc_pid_mountinfo(5); fs/proc_namespace.c, show_mountinfo)::
+
+    36 35 98:0 /mnt1 /mnt/parent rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+    (1)(2) (3)  (4)     (5)         (6)      (7)    (8) (9)    (10)         (11)
+
+mount id, parent id, major:minor, root, mount point, per-mount (VFS) options, optional fields
+(propagation) ended by a lone ``-``, filesystem type, source, super (filesystem) options. One
+space separates fields. The kernel escapes space, tab, newline and backslash as ``\\040
+\\011 \\012 \\134`` in root, mount point, type and source (and ``#`` in the source), and
+commas too inside option values (seq_show_option); every other byte is written as it is.
+Names are bytes, not text: escapes are undone on bytes, as util-linux's ``unmangle`` does
+(lib/mangle.c), and each name is decoded with :func:`os.fsdecode`, so that any name, invalid
+UTF-8 included, comes back as a str that opens the same path. Lines end at ``\\n`` only:
+``\\r``, U+0085 and U+2028 are part of names.
+
+Parsers are pure functions over bytes returning immutable entries; :func:`read_mountinfo`
+is the thin reader around them, its ``/proc`` root an argument. A line that does not follow
+the format raises :class:`~mountcompat.errors.MountTableError` naming the line and the field.
+
+Entries are named tuples, not dataclasses, for speed alone: a frozen dataclass's ``__init__``
+costs about 2 us per entry (one ``object.__setattr__`` per field), 20 ms for a table of
+10,000 mounts, more than the whole parse; a named tuple is built in C from the fields.
 """
 
 from __future__ import annotations
 
+import codecs
+import os
 import re
-import struct
-from collections.abc import Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from mountcompat import _constants as C
+from mountcompat.errors import MountTableError
 from mountcompat.mounts import MountAttr, attrs_from_options
 
-_ESCAPE = re.compile(r"\\([0-7]{3})")
+# --- escapes ----------------------------------------------------------------------------
+
+# The kernel writes a byte as a backslash and three octal digits (seq_escape); the largest is
+# \377. util-linux also reads \400-\777 (as the byte's value modulo 256); the kernel never
+# writes those, and here they stay as they are, like any backslash not starting an escape.
+_ESCAPE = re.compile(rb"\\([0-3][0-7][0-7])")
+_ESCAPED = {b"%03o" % i: bytes([i]) for i in range(256)}
+
+
+def unmangle(raw: bytes) -> bytes:
+    """Undo the kernel's octal escapes, on bytes (util-linux lib/mangle.c, unmangle)."""
+    if b"\\" not in raw:
+        return raw
+    return _ESCAPE.sub(lambda m: _ESCAPED[m.group(1)], raw)
+
+
+def mangle(raw: bytes, special: bytes = b" \t\n\\") -> bytes:
+    """Escape as the kernel does for mountinfo (fs/proc_namespace.c: ``" \\t\\n\\\\"``, and
+    ``"#"`` too for the source); the inverse of :func:`unmangle`."""
+    return b"".join(b"\\%03o" % b if b in special else bytes([b]) for b in raw)
 
 
 def unescape(text: str) -> str:
-    """Undo mountinfo's octal escapes (``\\040`` space, ``\\011`` tab, ``\\012`` newline,
-    ``\\134`` backslash). The kernel escapes whole bytes, so decode as bytes."""
-    raw = _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
-    return (
-        raw.encode("latin-1", "surrogateescape").decode("utf-8", "surrogateescape")
-        if any(ord(c) > 127 for c in raw)
-        else raw
-    )
+    """:func:`unmangle` for a name already decoded with :func:`os.fsdecode`."""
+    if "\\" not in text:
+        return text
+    return os.fsdecode(unmangle(os.fsencode(text)))
 
 
-@dataclass(frozen=True)
-class MountEntry:
+# --- entries ----------------------------------------------------------------------------
+
+
+class Propagation(NamedTuple):
+    """Mountinfo's optional fields: ``shared:N`` (peer group), ``master:N`` (receives from
+    that group), ``propagate_from:N`` (the nearest dominating group this namespace can see,
+    shown only when it is not the master), ``unbindable``. Tags this library does not know
+    are kept, as written, in ``other``."""
+
+    shared: int | None = None
+    master: int | None = None
+    propagate_from: int | None = None
+    unbindable: bool = False
+    other: tuple[str, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The optional fields as mountinfo writes them, in the kernel's order."""
+        words = [] if self.shared is None else [f"shared:{self.shared}"]
+        if self.master is not None:
+            words.append(f"master:{self.master}")
+        if self.propagate_from is not None:
+            words.append(f"propagate_from:{self.propagate_from}")
+        if self.unbindable:
+            words.append("unbindable")
+        return (*words, *self.other)
+
+    @property
+    def flags(self) -> int:
+        """MS_SHARED, MS_SLAVE, MS_UNBINDABLE as statmount's mnt_propagation has them
+        (MS_PRIVATE when neither shared nor a slave)."""
+        flags = 0 if self.shared is None else C.MS_SHARED
+        flags |= 0 if self.master is None else C.MS_SLAVE
+        flags |= C.MS_UNBINDABLE if self.unbindable else 0
+        return flags or C.MS_PRIVATE
+
+    @property
+    def summary(self) -> str:
+        """As findmnt's PROPAGATION column: ``shared`` or ``private``, then ``,slave`` and
+        ``,unbindable``."""
+        words = ["private" if self.shared is None else "shared"]
+        if self.master is not None:
+            words.append("slave")
+        if self.unbindable:
+            words.append("unbindable")
+        return ",".join(words)
+
+
+PRIVATE = Propagation()
+
+
+class MountEntry(NamedTuple):
+    """One mount. ``options`` are the per-mount (VFS) options, ``super_options`` those of the
+    filesystem (its superblock), both as mountinfo writes them. ``source`` is None only when
+    statmount could not say (before 6.13). ``unique_id`` and ``parent_unique_id`` are
+    statmount's 64-bit ids, never reused (None from mountinfo)."""
+
     mount_id: int
     parent_id: int
     major: int
     minor: int
     root: str
     mountpoint: str
-    options: tuple[str, ...]  # per-mount options: ro/rw, nosuid, ...
+    options: tuple[str, ...]
     fstype: str
     source: str | None
     super_options: tuple[str, ...]
-    propagation: tuple[str, ...] = ()  # shared:N master:N propagate_from:N unbindable
-    unique_id: int | None = None  # statmount's 64-bit id (STATX_MNT_ID_UNIQUE)
+    propagation: Propagation = PRIVATE
+    unique_id: int | None = None
+    parent_unique_id: int | None = None
     origin: str = "mountinfo"
 
     @property
     def attrs(self) -> MountAttr:
-        return attrs_from_options(self.options)
+        """The MOUNT_ATTR_* flags, the atime mode included (RELATIME is the absence of
+        NOATIME and STRICTATIME)."""
+        attrs = attrs_from_options(self.options)
+        if self.atime == "strictatime":
+            attrs |= MountAttr.STRICTATIME
+        return attrs
+
+    @property
+    def atime(self) -> str:
+        """``relatime``, ``noatime`` or ``strictatime``: mountinfo writes the first two and
+        nothing for the third (show_mnt_opts)."""
+        if "noatime" in self.options:
+            return "noatime"
+        return "relatime" if "relatime" in self.options else "strictatime"
 
     @property
     def readonly(self) -> bool:
         return "ro" in self.options
 
+    @property
+    def dev(self) -> int:
+        """The device number, as ``os.stat(path).st_dev`` of a path in this mount."""
+        return os.makedev(self.major, self.minor)
 
-def parse_mountinfo_line(line: str) -> MountEntry:
-    """One line of /proc/<pid>/mountinfo (see proc_pid_mountinfo(5))."""
-    fields = line.rstrip("\n").split(" ")
+    @property
+    def vfs_options(self) -> tuple[str, ...]:
+        return self.options
+
+    @property
+    def fs_options(self) -> tuple[str, ...]:
+        return self.super_options
+
+    @property
+    def shared(self) -> int | None:
+        return self.propagation.shared
+
+    @property
+    def master(self) -> int | None:
+        return self.propagation.master
+
+    @property
+    def propagate_from(self) -> int | None:
+        return self.propagation.propagate_from
+
+    @property
+    def unbindable(self) -> bool:
+        return self.propagation.unbindable
+
+
+# tuple.__new__ builds the entry in C, with no Python frame: a fifth of the NamedTuple's own
+# constructor's cost, which matters ten thousand times over.
+new_entry: Callable[..., MountEntry] = tuple.__new__
+
+
+# --- mountinfo, line by line: the reference -----------------------------------------------
+
+_FIELDS = ("mount ID", "parent ID", "major:minor", "root", "mount point", "mount options")
+
+
+def _number(raw: bytes, line: int, name: str) -> int:
+    # bytes.isdigit() is ASCII only; int() alone would take " 7", "+7", "7_0" or U+0667.
+    if not raw.isdigit():
+        raise MountTableError(line, name, "not a decimal number", os.fsdecode(raw))
+    return int(raw)
+
+
+def _optional_fields(words: list[bytes], line: int) -> Propagation:
+    groups: dict[str, int] = {}
+    unbindable = False
+    other: list[str] = []
+    for raw in words:
+        word = os.fsdecode(raw)
+        tag, colon, value = word.partition(":")
+        if not word:
+            raise MountTableError(line, "optional fields", "empty field (two spaces)")
+        if tag in ("shared", "master", "propagate_from"):
+            if not (colon and value.isascii() and value.isdigit()):
+                raise MountTableError(line, f"optional field {tag}", "no group number", word)
+            if tag in groups:
+                raise MountTableError(line, f"optional field {tag}", "given twice", word)
+            groups[tag] = int(value)
+        elif word == "unbindable":
+            if unbindable:
+                raise MountTableError(line, "optional field unbindable", "given twice", word)
+            unbindable = True
+        else:
+            other.append(word)
+    prop = Propagation(
+        shared=groups.get("shared"),
+        master=groups.get("master"),
+        propagate_from=groups.get("propagate_from"),
+        unbindable=unbindable,
+        other=tuple(other),
+    )
+    return PRIVATE if prop == PRIVATE else prop
+
+
+def _name(raw: bytes) -> str:
+    return os.fsdecode(unmangle(raw))
+
+
+def parse_mountinfo_line(line: bytes | str, number: int = 1) -> MountEntry:
+    """One line of mountinfo, with or without its ``\\n``; ``number`` is the line number that
+    errors name. A str is taken as the bytes :func:`os.fsencode` gives back.
+
+    The super options run to the end of the line: a filesystem that writes a space into its
+    options unescaped (the kernel leaves escaping to each one) loses nothing here, where
+    util-linux would cut them at the space."""
+    raw = os.fsencode(line) if isinstance(line, str) else line
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if b"\n" in raw:
+        raise MountTableError(number, "line", "more than one line", os.fsdecode(raw))
+    f = raw.split(b" ")
+    for i, name in enumerate(_FIELDS):
+        if i >= len(f) or not f[i]:
+            raise MountTableError(number, name, "missing", os.fsdecode(raw))
     try:
-        sep = fields.index("-", 6)
-    except ValueError as exc:
-        raise ValueError(f"mountinfo line without its '-' separator: {line!r}") from exc
-    major, minor = fields[2].split(":")
-    tail = fields[sep + 1 :]
-    if len(tail) < 2:
-        raise ValueError(f"mountinfo line with too few fields after '-': {line!r}")
-    return MountEntry(
-        mount_id=int(fields[0]),
-        parent_id=int(fields[1]),
-        major=int(major),
-        minor=int(minor),
-        root=unescape(fields[3]),
-        mountpoint=unescape(fields[4]),
-        options=tuple(fields[5].split(",")),
-        propagation=tuple(fields[6:sep]),
-        fstype=unescape(tail[0]),
-        source=unescape(tail[1]),
-        super_options=tuple(unescape(o) for o in tail[2].split(",")) if len(tail) > 2 else (),
+        sep = f.index(b"-", 6)
+    except ValueError:
+        raise MountTableError(
+            number, "separator", "no ' - ' before the filesystem fields", os.fsdecode(raw)
+        ) from None
+    tail = f[sep + 1 :]
+    if not tail or not tail[0]:
+        raise MountTableError(number, "filesystem type", "missing", os.fsdecode(raw))
+    if len(tail) < 3 or not tail[2]:
+        raise MountTableError(number, "super options", "missing", os.fsdecode(raw))
+    major, colon, minor = f[2].partition(b":")
+    if not colon:
+        raise MountTableError(number, "major:minor", "no colon", os.fsdecode(f[2]))
+    return new_entry(
+        MountEntry,
+        (
+            _number(f[0], number, "mount ID"),
+            _number(f[1], number, "parent ID"),
+            _number(major, number, "major"),
+            _number(minor, number, "minor"),
+            _name(f[3]),
+            _name(f[4]),
+            tuple(_name(o) for o in f[5].split(b",")),
+            _name(tail[0]),
+            _name(tail[1]),
+            tuple(_name(o) for o in b" ".join(tail[2:]).split(b",")),
+            _optional_fields(f[6:sep], number),
+            None,
+            None,
+            "mountinfo",
+        ),
     )
 
 
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    return [parse_mountinfo_line(line) for line in text.splitlines() if line.strip()]
+def _parse_lines(data: bytes) -> list[MountEntry]:
+    lines = data.split(b"\n")
+    return [parse_mountinfo_line(line, n) for n, line in enumerate(lines, 1) if line]
+
+
+# --- mountinfo, the whole table at once: the fast path -----------------------------------
+
+
+class _NotSimple(Exception):
+    """A line the fast path does not take; the reference parser decides about it."""
+
+
+def _utf8_filesystem_encoding() -> bool:
+    # UTF-8 is self-synchronising: decoding the whole file and then splitting it at spaces
+    # and newlines gives what splitting the bytes and decoding each name would. Not so for
+    # every multibyte encoding (in Shift JIS, 0x5c can end a character).
+    return codecs.lookup(sys.getfilesystemencoding()).name == "utf-8"
+
+
+def _split_options(cache: dict[str, tuple[str, ...]], text: str) -> tuple[str, ...]:
+    """Split at commas, then undo escapes (an escaped comma belongs to its option's value)."""
+    words = cache[text] = tuple(unescape(w) for w in text.split(","))
+    return words
+
+
+def _propagation(cache: dict[str, Propagation], words: list[str], line: int) -> Propagation:
+    key = " ".join(words)
+    prop = cache.get(key)
+    if prop is None:
+        prop = cache[key] = _optional_fields([os.fsencode(w) for w in words], line)
+    return prop
+
+
+def _parse_text(text: str) -> list[MountEntry]:
+    """The whole table, decoded once. Raises _NotSimple at anything unusual (a malformed
+    line included), and the reference parser then gives the answer or the precise error.
+    Option strings repeat from mount to mount: each distinct one is split once."""
+    entries: list[MountEntry] = []
+    append = entries.append
+    options: dict[str, tuple[str, ...]] = {}
+    super_options: dict[str, tuple[str, ...]] = {}
+    propagations: dict[str, Propagation] = {}
+    devices: dict[str, tuple[int, int]] = {}
+    escaped = "\\" in text
+    ascii_only = text.isascii()
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line:
+            continue
+        f = line.split(" ")
+        if len(f) == 10 and f[6] == "-":
+            prop = PRIVATE
+        else:
+            try:
+                sep = f.index("-", 6)
+            except ValueError:
+                raise _NotSimple from None
+            if len(f) != sep + 4:
+                raise _NotSimple
+            prop = _propagation(propagations, f[6:sep], number)
+            f = f[:6] + f[sep:]
+        ids, device, root, point, opts, _, fstype, source, sopts = (f[0] + f[1], *f[2:])
+        if not (ids.isdigit() and (ascii_only or ids.isascii()) and root and point and opts):
+            raise _NotSimple
+        if not (fstype and sopts and f[0] and f[1]):
+            raise _NotSimple
+        dev = devices.get(device)
+        if dev is None:
+            major, _, minor = device.partition(":")
+            if not ((major + minor).isdigit() and major and minor and device.isascii()):
+                raise _NotSimple
+            dev = devices[device] = (int(major), int(minor))
+        if escaped and "\\" in line:
+            root, point, fstype, source = map(unescape, (root, point, fstype, source))
+        mount_options = options.get(opts) or _split_options(options, opts)
+        append(
+            new_entry(
+                MountEntry,
+                (
+                    int(f[0]),
+                    int(f[1]),
+                    *dev,
+                    root,
+                    point,
+                    mount_options,
+                    fstype,
+                    source,
+                    super_options.get(sopts) or _split_options(super_options, sopts),
+                    prop,
+                    None,
+                    None,
+                    "mountinfo",
+                ),
+            )
+        )
+    return entries
+
+
+def parse_mountinfo(data: bytes | str) -> list[MountEntry]:
+    """The whole of /proc/<pid>/mountinfo. Empty lines are skipped; any other line that does
+    not follow the format raises MountTableError (line number and field). A str is taken as
+    the bytes :func:`os.fsencode` gives back."""
+    if _utf8_filesystem_encoding():
+        text = data if isinstance(data, str) else os.fsdecode(data)
+        try:
+            return _parse_text(text)
+        except (_NotSimple, ValueError):
+            pass
+    return _parse_lines(os.fsencode(data) if isinstance(data, str) else data)
+
+
+def read_file(path: Path) -> bytes:
+    """All of a /proc file, in reads of a MiB (its size says 0)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_mountinfo(pid: str = "self", proc: Path = Path("/proc")) -> list[MountEntry]:
-    return parse_mountinfo((proc / pid / "mountinfo").read_text(errors="surrogateescape"))
+    return parse_mountinfo(read_file(proc / pid / "mountinfo"))
 
 
-@dataclass
-class MountNode:
-    entry: MountEntry
-    children: list[MountNode] = field(default_factory=list)
+def format_mountinfo_line(entry: MountEntry) -> bytes:
+    """The line the kernel would write for this entry (without its newline): the inverse of
+    :func:`parse_mountinfo_line`, for tests and tools that write tables."""
+    source = b"none" if entry.source is None else os.fsencode(entry.source)
+    fields = [
+        b"%d %d %d:%d" % (entry.mount_id, entry.parent_id, entry.major, entry.minor),
+        mangle(os.fsencode(entry.root)),
+        mangle(os.fsencode(entry.mountpoint)),
+        b",".join(mangle(os.fsencode(o), b" \t\n\\,") for o in entry.options),
+        *(os.fsencode(w) for w in entry.propagation.fields),
+        b"-",
+        mangle(os.fsencode(entry.fstype)),
+        mangle(source, b" \t\n\\#"),
+        b",".join(mangle(os.fsencode(o), b" \t\n\\,") for o in entry.super_options),
+    ]
+    return b" ".join(fields)
 
 
-def build_tree(entries: Iterable[MountEntry]) -> list[MountNode]:
-    """Parent/child tree; the roots are entries whose parent is not in the table."""
-    nodes = {e.mount_id: MountNode(e) for e in entries}
-    roots = []
-    for node in nodes.values():
-        parent = nodes.get(node.entry.parent_id)
-        if parent is None or parent is node:
-            roots.append(node)
-        else:
-            parent.children.append(node)
-    return roots
+# --- lookups and the tree ------------------------------------------------------------------
 
 
-def walk(nodes: Iterable[MountNode]) -> Iterator[MountEntry]:
-    for node in nodes:
-        yield node.entry
-        yield from walk(node.children)
+def mount_at(entries: Iterable[MountEntry], mountpoint: str) -> MountEntry | None:
+    """The entry on top at exactly ``mountpoint``, from the table alone: of the mounts at
+    that point, the one no other is stacked on. Propagation can tuck a newer mount under an
+    older one (4.11), so the last in the table is not always the one on top. Where several
+    stacks share the path (one hidden under a mount on a parent directory) the newest wins;
+    :func:`mountcompat.listing.find_mount` asks the kernel instead."""
+    at = [e for e in entries if e.mountpoint == mountpoint]
+    if len(at) < 2:
+        return at[0] if at else None
+    below = {e.parent_id for e in at}
+    tops = [e for e in at if e.mount_id not in below]
+    return (tops or at)[-1]
+
+
+def find_mount_by_id(entries: Iterable[MountEntry], mount_id: int) -> MountEntry | None:
+    for e in entries:
+        if e.mount_id == mount_id:
+            return e
+    return None
 
 
 def mounts_under(entries: Iterable[MountEntry], path: str) -> list[MountEntry]:
@@ -120,108 +469,32 @@ def mounts_under(entries: Iterable[MountEntry], path: str) -> list[MountEntry]:
     return sorted(chosen, key=lambda e: e.mountpoint.count("/"))
 
 
-def find_mount(entries: Iterable[MountEntry], path: str) -> MountEntry | None:
-    """The topmost mount exactly at ``path`` (the last one in the table wins)."""
-    found = None
-    for e in entries:
-        if e.mountpoint == path:
-            found = e
-    return found
+@dataclass(slots=True)
+class MountNode:
+    entry: MountEntry
+    children: list[MountNode] = field(default_factory=list)
 
 
-# --- statmount --------------------------------------------------------------------------
-
-_HEADER = struct.Struct("=IIQIIQIIQQIIQQQQQIIQII")
-_PROPAGATION = ((C.MS_SHARED, "shared"), (C.MS_SLAVE, "master"), (C.MS_UNBINDABLE, "unbindable"))
-_ATTR_WORDS = (
-    (MountAttr.NOSUID, "nosuid"),
-    (MountAttr.NODEV, "nodev"),
-    (MountAttr.NOEXEC, "noexec"),
-    (MountAttr.NOATIME, "noatime"),
-    (MountAttr.NODIRATIME, "nodiratime"),
-    (MountAttr.NOSYMFOLLOW, "nosymfollow"),
-    (MountAttr.IDMAP, "idmapped"),
-)
-
-
-def _string(buf: bytes, mask: int, bit: int, offset: int) -> str | None:
-    if not mask & bit:
-        return None
-    start = C.STATMOUNT_HEADER_SIZE + offset
-    end = buf.index(b"\0", start)
-    return buf[start:end].decode("utf-8", "surrogateescape")
+def build_tree(entries: Iterable[MountEntry]) -> list[MountNode]:
+    """The parent/child tree, children in table order. The roots are the entries whose
+    parent is not in the table (or is themselves, as the initial rootfs is)."""
+    nodes = {e.mount_id: MountNode(e, []) for e in entries}
+    roots = []
+    get = nodes.get
+    for node in nodes.values():
+        parent = get(node.entry.parent_id)
+        if parent is None or parent is node:
+            roots.append(node)
+        else:
+            parent.children.append(node)
+    return roots
 
 
-def attr_options(attrs: MountAttr) -> tuple[str, ...]:
-    """The per-mount option words mountinfo would show for these attributes."""
-    words = ["ro" if attrs & MountAttr.RDONLY else "rw"]
-    words += [w for a, w in _ATTR_WORDS if attrs & a]
-    if not attrs & (MountAttr.NOATIME | MountAttr.STRICTATIME):
-        words.append("relatime")
-    return tuple(words)
-
-
-def parse_statmount(buf: bytes) -> MountEntry:
-    """A struct statmount buffer (6.8 on) as a MountEntry. Fields the kernel did not fill in
-    (check the returned mask: 6.8 lacks mount options and source) stay empty or None."""
-    (
-        _size,
-        opts_off,
-        mask,
-        major,
-        minor,
-        _magic,
-        _sb_flags,
-        fstype_off,
-        unique_id,
-        _parent_unique,
-        mnt_id_old,
-        parent_id_old,
-        mnt_attr,
-        propagation,
-        peer_group,
-        master,
-        propagate_from,
-        root_off,
-        point_off,
-        _ns_id,
-        _subtype_off,
-        source_off,
-    ) = _HEADER.unpack_from(buf)
-    prop: list[str] = []
-    if propagation & C.MS_SHARED:
-        prop.append(f"shared:{peer_group}")
-    if propagation & C.MS_SLAVE:
-        prop.append(f"master:{master}")
-        if propagate_from:
-            prop.append(f"propagate_from:{propagate_from}")
-    if propagation & C.MS_UNBINDABLE:
-        prop.append("unbindable")
-    super_opts = _string(buf, mask, C.STATMOUNT_MNT_OPTS, opts_off)
-    return MountEntry(
-        mount_id=mnt_id_old,
-        parent_id=parent_id_old,
-        major=major,
-        minor=minor,
-        root=_string(buf, mask, C.STATMOUNT_MNT_ROOT, root_off) or "",
-        mountpoint=_string(buf, mask, C.STATMOUNT_MNT_POINT, point_off) or "",
-        options=attr_options(MountAttr(mnt_attr & sum(MountAttr))),
-        fstype=_string(buf, mask, C.STATMOUNT_FS_TYPE, fstype_off) or "",
-        source=_string(buf, mask, C.STATMOUNT_SB_SOURCE, source_off),
-        super_options=tuple(super_opts.split(",")) if super_opts else (),
-        propagation=tuple(prop),
-        unique_id=unique_id,
-        origin="statmount",
-    )
-
-
-STATMOUNT_BASIC = (
-    C.STATMOUNT_SB_BASIC
-    | C.STATMOUNT_MNT_BASIC
-    | C.STATMOUNT_PROPAGATE_FROM
-    | C.STATMOUNT_MNT_ROOT
-    | C.STATMOUNT_MNT_POINT
-    | C.STATMOUNT_FS_TYPE
-)
-# Options (6.11) and source (6.13) too; a kernel without them says so in the returned mask.
-STATMOUNT_WANTED = STATMOUNT_BASIC | C.STATMOUNT_MNT_OPTS | C.STATMOUNT_SB_SOURCE
+def walk(nodes: Iterable[MountNode]) -> Iterator[MountEntry]:
+    """Every entry of the trees, parents before their children (depth first, without
+    recursion: a chain of thousands of mounts is a valid table)."""
+    stack = list(reversed(list(nodes)))
+    while stack:
+        node = stack.pop()
+        yield node.entry
+        stack.extend(reversed(node.children))

@@ -23,7 +23,6 @@ from mountcompat.choices import LOG
 from mountcompat.errors import MountCompatError, StrategyUnsupported, errno_name
 from mountcompat.fscontext import FsContext
 from mountcompat.mounts import MountAttr, private_mount_namespace, unmount
-from mountcompat.mounttable import find_mount, read_mountinfo
 from mountcompat.strategy import FEATURES
 
 Scenario = Callable[[Path, str | None], None]
@@ -106,7 +105,7 @@ def _mount_attr(base: Path, force: str | None) -> None:
     (target,) = _dirs(base, "m")
     with mountapi.mount_fs("tmpfs", "probe", target):
         attrs.set_mount_attrs(target, MountAttr.RDONLY | MountAttr.NOSUID, force=force)
-        entry = find_mount(read_mountinfo(), str(target))
+        entry = listing.find_mount(target)
         assert entry is not None and entry.readonly
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from mountcompat.choices import LOG
 from mountcompat.errors import NoStrategyWorked
-from mountcompat.mounttable import MountEntry, find_mount, read_mountinfo
+from mountcompat.mounttable import MountEntry, mount_at, read_mountinfo
 
 # Names that mountinfo must escape and overlayfs options must escape: space, tab, newline,
 # backslash, comma, colon.
@@ -35,13 +35,14 @@ class Contract:
 
 
 def mounted_at(path: Path) -> MountEntry:
-    entry = find_mount(read_mountinfo(), str(path))
+    """The mount on top at exactly ``path``, from mountinfo (read by the parser alone)."""
+    entry = mount_at(read_mountinfo(), str(path))
     assert entry is not None, f"nothing mounted at {path!r} according to mountinfo"
     return entry
 
 
 def not_mounted(path: Path) -> bool:
-    return find_mount(read_mountinfo(), str(path)) is None
+    return mount_at(read_mountinfo(), str(path)) is None
 
 
 def used_strategies(feature: str, since: int) -> list[str]:

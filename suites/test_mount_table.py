@@ -1,87 +1,207 @@
-"""mounts.list: the library's table against util-linux's findmnt on the same namespace."""
+"""mounts.list: the library's table against util-linux's findmnt on the same namespace, with
+names that break naive parsers; and the mount at a path, against the kernel's own stat()."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import AWKWARD_NAME, Contract, assert_default_choice, require_tool
 
-from mountcompat import MountAttr, list_mounts, mount_fs
+from mountcompat import _constants as C
+from mountcompat import _syscalls as sys_
+from mountcompat import listing
 from mountcompat.choices import LOG
 from mountcompat.errors import StrategyUnsupported
-from mountcompat.mounttable import MountEntry, build_tree, read_mountinfo, walk
+from mountcompat.listing import find_mount, list_mounts, mount_id_of
+from mountcompat.mounttable import MountEntry, build_tree, mount_at, read_mountinfo, walk
 
-COMPARED_ATTRS = (
-    MountAttr.RDONLY | MountAttr.NOSUID | MountAttr.NODEV | MountAttr.NOEXEC | MountAttr.NOSYMFOLLOW
-)
+# Every kind of name a mount point, a source or a root can have: the kernel escapes only
+# space, tab, newline, backslash (and '#' in sources); str.splitlines() breaks at \r, U+0085
+# and U+2028; \xff\xfe is not UTF-8; "\\040" is a name that looks like an escape.
+HOSTILE = [
+    os.fsencode(AWKWARD_NAME),
+    b"cr\rhere",
+    "nel\u0085here".encode(),
+    "ls\u2028ps\u2029here".encode(),
+    b"tab\there",
+    b"nl\nhere",
+    b"back\\slash",
+    b"sp ace",
+    b" - ",
+    "\u00e9t\u00e9 \u65e5\u672c \U0001f600".encode(),
+    b"bad\xff\xfeutf8",
+    b"half\xc3",
+    b"\\040not-an-escape",
+    b"hash#mark",
+    b'quote"d',
+    b"vt\x0bff\x0cfs\x1c",
+    b"ctl\x01del\x7f",
+    b"trailing\r",
+    b"shared:1",
+    b"-",
+]
+COLUMNS = "ID,PARENT,MAJ:MIN,FSROOT,TARGET,SOURCE,FSTYPE,VFS-OPTIONS,FS-OPTIONS,OPT-FIELDS"
+COLUMNS += ",PROPAGATION"
+PROPAGATION = C.MS_SHARED | C.MS_SLAVE | C.MS_PRIVATE | C.MS_UNBINDABLE
+ATIME = {"strictatime": C.MS_STRICTATIME, "noatime": C.MS_NOATIME, "relatime": C.MS_RELATIME}
 
 
-def findmnt() -> list[dict[str, str]]:
+def findmnt(*args: str) -> list[dict[str, object]]:
+    """findmnt's JSON: names as raw bytes (util-linux lib/jsonwrt.c escapes only '"', '\\'
+    and controls below 0x20), so the output is decoded as os.fsdecode would."""
     require_tool("findmnt")
     out = subprocess.run(
-        ["findmnt", "--json", "--list", "--output", "ID,PARENT,TARGET,SOURCE,FSTYPE,VFS-OPTIONS"],
+        ["findmnt", "--json", "--nofsroot", "--output", COLUMNS, *args],
         capture_output=True,
-        text=True,
         check=True,
-    )
-    return list(json.loads(out.stdout)["filesystems"])
+    ).stdout
+    return list(json.loads(os.fsdecode(out))["filesystems"])
 
 
-def opts_attrs(words: str) -> MountAttr:
-    from mountcompat.mounts import attrs_from_options
+def as_findmnt(e: MountEntry) -> dict[str, object]:
+    """An entry as findmnt shows it: null for an empty string."""
+    return {
+        "id": e.mount_id,
+        "parent": e.parent_id,
+        "maj:min": f"{e.major}:{e.minor}",
+        "fsroot": e.root,
+        "target": e.mountpoint,
+        "source": e.source or None,
+        "fstype": e.fstype,
+        "vfs-options": ",".join(e.options),
+        "fs-options": ",".join(e.super_options) or None,
+        "opt-fields": " ".join(e.propagation.fields) or None,
+        "propagation": e.propagation.summary,
+    }
 
-    return attrs_from_options(tuple(words.split(",")))
+
+def comparable(e: MountEntry, shown: dict[str, object]) -> dict[str, object]:
+    """Fields statmount could not fill in on this kernel (source before 6.13, options before
+    6.11: None and ()) are left out of the comparison, and only those."""
+    ours = as_findmnt(e)
+    if e.source is None:
+        ours["source"] = shown["source"]
+    if e.super_options == () and e.origin == "statmount":
+        ours["fs-options"] = shown["fs-options"]
+    return ours
 
 
-def agree(entries: list[MountEntry], oracle: list[dict[str, str]]) -> None:
-    ours = {e.mount_id: e for e in entries}
-    theirs = {int(f["id"]): f for f in oracle}
-    assert set(ours) == set(theirs)
-    for mount_id, f in theirs.items():
-        e = ours[mount_id]
-        assert e.mountpoint == f["target"], (e, f)
-        assert e.fstype == f["fstype"], (e, f)
-        assert e.parent_id == int(f["parent"]), (e, f)
-        assert e.attrs & COMPARED_ATTRS == opts_attrs(f["vfs-options"]) & COMPARED_ATTRS, (e, f)
-        if e.source is not None and f["source"] and "[" not in f["source"]:
-            assert e.source == f["source"], (e, f)
+@contextlib.contextmanager
+def mounted(*mounts: tuple[bytes, bytes, str | None, int, str | None]) -> Iterator[None]:
+    """mount(2) each (source, target, fstype, flags, data) in turn; detach them all after.
+    The suites set up with mount(2) itself, never with the library they test."""
+    done: list[bytes] = []
+    try:
+        for source, target, fstype, flags, data in mounts:
+            sys_.mount(os.fsdecode(source), os.fsdecode(target), fstype, flags, data)
+            if not flags & PROPAGATION:  # a change of propagation mounts nothing
+                done.append(target)
+        yield
+    finally:
+        for target in reversed(done):
+            sys_.umount2(os.fsdecode(target), C.MNT_DETACH)
+
+
+def hostile_mounts(base: Path) -> list[tuple[bytes, bytes, str | None, int, str | None]]:
+    """A tmpfs per hostile name (source and mount point named after it, each atime mode and
+    some attributes in turn), a bind of a hostile subdirectory (the root field), and a
+    shared mount with a peer and a slave (the optional fields)."""
+    root = os.fsencode(base)
+    mounts: list[tuple[bytes, bytes, str | None, int, str | None]] = []
+    attrs = [C.MS_NOEXEC, C.MS_NOSUID | C.MS_NODEV, C.MS_RDONLY, C.MS_NODIRATIME, 0]
+    for i, name in enumerate(HOSTILE):
+        target = root + b"/" + name
+        os.mkdir(target)
+        atime = list(ATIME.values())[i % 3]
+        mounts.append((b"src " + name, target, "tmpfs", atime | attrs[i % 5], "size=1m"))
+    first = root + b"/" + HOSTILE[0]
+    mounts.append((b"", root + b"/" + HOSTILE[1], "tmpfs", 0, None))  # stacked, empty source
+    for name in HOSTILE[:6]:
+        os.mkdir(root + b"/bind" + name)
+        mounts.append((first + b"/" + name, root + b"/bind" + name, None, C.MS_BIND, None))
+    os.mkdir(root + b"/peer")
+    os.mkdir(root + b"/slave")
+    mounts += [
+        (b"none", first, None, C.MS_SHARED, None),
+        (first, root + b"/peer", None, C.MS_BIND, None),
+        (first, root + b"/slave", None, C.MS_BIND, None),
+        (b"none", root + b"/slave", None, C.MS_SLAVE, None),
+    ]
+    return mounts
+
+
+def prepare_subdirectories(base: Path) -> None:
+    first = os.fsencode(base) + b"/" + HOSTILE[0]
+    for name in HOSTILE[:6]:
+        os.mkdir(first + b"/" + name)
 
 
 class MountsListContract(Contract):
     feature = "mounts.list"
 
-    def test_agrees_with_findmnt_including_escaped_names(self, workdir: Path) -> None:
-        names = [AWKWARD_NAME, "plain", "with space", "back\\slash"]
-        mounted = []
-        for i, name in enumerate(names):
-            target = workdir / name
-            target.mkdir()
-            mounted.append(
-                mount_fs(
-                    "tmpfs",
-                    f"mc-table-{i}",
-                    target,
-                    attrs=MountAttr.NOEXEC if i % 2 else MountAttr.none(),
-                    force="mount2",
-                )
-            )
-        try:
-            entries = list_mounts(force=self.strategy)
-            agree(entries, findmnt())
-            points = {e.mountpoint for e in entries}
-            assert all(str(workdir / n) in points for n in names)
-        finally:
-            for m in reversed(mounted):
-                m.close()
+    @pytest.fixture
+    def hostile(self, workdir: Path) -> Iterator[Path]:
+        mounts = hostile_mounts(workdir)
+        with mounted(*mounts[: len(HOSTILE)]):
+            prepare_subdirectories(workdir)
+            with mounted(*mounts[len(HOSTILE) :]):
+                yield workdir
 
-    def test_tree_has_one_root_and_every_mount(self) -> None:
+    def test_agrees_with_findmnt_field_by_field(self, hostile: Path) -> None:
+        entries = list_mounts(force=self.strategy)
+        shown = {f["id"]: f for f in findmnt("--list")}
+        assert sorted(e.mount_id for e in entries) == sorted(shown)  # type: ignore[type-var]
+        for e in entries:
+            assert comparable(e, shown[e.mount_id]) == shown[e.mount_id], e
+        points = {os.fsencode(e.mountpoint) for e in entries}
+        assert all(os.fsencode(hostile) + b"/" + n in points for n in HOSTILE)
+
+    def test_every_name_opens_its_mount(self, hostile: Path) -> None:
+        """Each name, decoded once, is a str that opens the same path: the mount on top
+        there is the one the kernel finds at it."""
+        entries = list_mounts(force=self.strategy)
+        mine = [e for e in entries if e.mountpoint.startswith(str(hostile) + "/")]
+        assert len(mine) > len(HOSTILE)
+        for e in mine:
+            top = mount_at(entries, e.mountpoint)
+            assert top is not None and os.stat(e.mountpoint).st_dev == top.dev, e
+            assert mount_id_of(e.mountpoint) == top.mount_id, e
+
+    def test_tree_agrees_with_findmnt_tree(self, hostile: Path) -> None:
         entries = list_mounts(force=self.strategy)
         roots = build_tree(entries)
         assert len(roots) == 1 and roots[0].entry.mountpoint == "/"
         assert sorted(e.mount_id for e in walk(roots)) == sorted(e.mount_id for e in entries)
+        ours: dict[int, list[int]] = {}
+        stack = list(roots)
+        while stack:
+            node = stack.pop()
+            ours[node.entry.mount_id] = sorted(c.entry.mount_id for c in node.children)
+            stack.extend(node.children)
+        theirs: dict[int, list[int]] = {}
+        pending: list[dict[str, object]] = list(findmnt())
+        while pending:
+            f = pending.pop()
+            children: list[dict[str, object]] = f.get("children", [])  # type: ignore[assignment]
+            theirs[f["id"]] = sorted(c["id"] for c in children)  # type: ignore[index, misc]
+            pending.extend(children)
+        assert ours == theirs
+
+    @pytest.mark.parametrize("mode", list(ATIME))
+    def test_atime_mode_as_it_is(self, workdir: Path, mode: str) -> None:
+        """mountinfo writes relatime or noatime and nothing for strictatime; statmount's
+        mnt_attr has MOUNT_ATTR_RELATIME 0, NOATIME 0x10, STRICTATIME 0x20."""
+        for extra in (0, C.MS_NODIRATIME):
+            with mounted((b"mc-atime", os.fsencode(workdir), "tmpfs", ATIME[mode] | extra, None)):
+                entry = mount_at(list_mounts(force=self.strategy), str(workdir))
+                assert entry is not None and entry.atime == mode, entry
+                assert ("nodiratime" in entry.options) == bool(extra), entry
 
 
 class TestStatmount(MountsListContract):
@@ -99,12 +219,67 @@ def test_mounts_list_default() -> None:
     assert_default_choice("mounts.list", since)
 
 
-def test_statmount_and_mountinfo_give_the_same_entries() -> None:
-    """Same entry type whatever the source: ids, points, types, parents agree."""
+def test_statmount_and_mountinfo_give_the_same_entries(workdir: Path) -> None:
+    """Same entries whatever the source, every field but the ids only statmount has, and
+    those a kernel before 6.13 cannot fill in (source, and options before 6.11)."""
     try:
         from_statmount = list_mounts(force="statmount")
     except StrategyUnsupported as exc:  # absent before 6.8: nothing to compare
         pytest.skip(f"statmount unavailable: {exc}")
-    from_mountinfo = read_mountinfo()
-    key = lambda e: (e.mount_id, e.parent_id, e.mountpoint, e.fstype, e.root)  # noqa: E731
-    assert sorted(map(key, from_statmount)) == sorted(map(key, from_mountinfo))
+    mountinfo = {e.mount_id: e for e in read_mountinfo()}
+    assert sorted(mountinfo) == sorted(e.mount_id for e in from_statmount)
+    for entry in from_statmount:
+        other = mountinfo[entry.mount_id]
+        known = entry._replace(
+            unique_id=None,
+            parent_unique_id=None,
+            origin="mountinfo",
+            source=other.source if entry.source is None else entry.source,
+            super_options=entry.super_options or other.super_options,
+        )
+        assert known == other
+
+
+def test_find_mount_is_the_mount_the_kernel_resolves(workdir: Path) -> None:
+    """Stacked mounts, and a mount that propagation tucked under another (4.11): the table
+    lists the tucked one last at its mount point, yet the one on top is what a path opens."""
+    base = os.fsencode(workdir)
+    s, t = base + b"/s", base + b"/t"
+    os.mkdir(s)
+    os.mkdir(t)
+    first = [(b"S", s, "tmpfs", 0, None)]
+    with mounted(*first):
+        os.mkdir(s + b"/d")
+        with mounted(
+            (b"X", s + b"/d", "tmpfs", 0, None),
+            (b"none", s, None, C.MS_SHARED, None),
+            (s, t, None, C.MS_BIND, None),  # not recursive: X stays on s's side only
+            (b"Y", t + b"/d", "tmpfs", 0, None),  # propagates to s/d, under X
+            (b"Z", t + b"/d", "tmpfs", 0, None),  # on Y; on s/d, under X again
+        ):
+            table = read_mountinfo()
+            at_sd = [e for e in table if os.fsencode(e.mountpoint) == s + b"/d"]
+            # Y and Z reached s/d by propagation and went under X (Z between Y and X).
+            assert [e.source for e in at_sd] == ["X", "Y", "Z"], at_sd
+            expected = {b"/s/d": "X", b"/t/d": "Z", b"/s": "S", b"/t": "S"}
+            for fallback in (False, True):
+                listing._statx_has_mnt_id[:] = [False] if fallback else []
+                try:
+                    for path, source in expected.items():
+                        found = find_mount(os.fsdecode(base + path))
+                        assert found is not None and found.source == source, (path, found)
+                        assert found.dev == os.stat(base + path).st_dev
+                        exact = mount_at(table, os.fsdecode(base + path))
+                        assert exact == found
+                finally:
+                    listing._statx_has_mnt_id[:] = []
+            inside = find_mount(os.fsdecode(s + b"/d"), table)
+            assert inside is not None and inside.source == "X"
+
+
+def test_find_mount_of_a_path_inside_a_mount(workdir: Path) -> None:
+    (workdir / "f").write_text("x")
+    found = find_mount(workdir / "f")
+    assert found is not None and found.dev == os.stat(workdir / "f").st_dev
+    with pytest.raises(FileNotFoundError):
+        find_mount(workdir / "missing")
