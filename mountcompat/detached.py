@@ -12,7 +12,7 @@ Feature ``mount.detached`` (clone a detached mount), preferred first:
 from __future__ import annotations
 
 import errno
-import shutil
+import os
 import tempfile
 
 from mountcompat import _constants as C
@@ -35,17 +35,42 @@ def _direct(source: DetachedMount, recursive: bool) -> DetachedMount:
 
 def _tmpdir(source: DetachedMount, recursive: bool) -> DetachedMount:
     """Attach ``source`` to a temporary directory, clone it from there, detach it again (5.2).
-    Needed before 6.15. The source's fd stays open and keeps its (now unmounted) tree alive
-    until closed; the clone does not depend on it."""
+    Needed before 6.15 (EINVAL from ``direct``). The source's fd stays open and keeps its
+    (now unmounted) tree alive until closed; the clone does not depend on it."""
     scratch = tempfile.mkdtemp(prefix="mountcompat-detached.")
     try:
         sys_.move_mount(source.fileno(), "", C.AT_FDCWD, scratch, C.MOVE_MOUNT_F_EMPTY_PATH)
-        try:
-            return DetachedMount(sys_.open_tree(C.AT_FDCWD, scratch, _clone_flags(recursive)))
-        finally:
-            sys_.umount2(scratch, C.MNT_DETACH)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    except BaseException:
+        os.rmdir(scratch)
+        raise
+    try:
+        clone = DetachedMount(sys_.open_tree(C.AT_FDCWD, scratch, _clone_flags(recursive)))
+    except BaseException as exc:
+        _leave_scratch(scratch, exc)
+        raise
+    try:
+        _leave_scratch(scratch)
+    except BaseException:
+        clone.close()  # the caller never gets it: it must not stay open
+        raise
+    return clone
+
+
+def _leave_scratch(scratch: str, cause: BaseException | None = None) -> None:
+    """Detach the source from ``scratch`` and remove the directory. If the detach fails the
+    source is still mounted there: the directory is left as it is (emptying it would delete
+    the source's files) and the error says where. With ``cause`` (an earlier failure, the
+    one raised), a failing detach is noted on it."""
+    try:
+        sys_.umount2(scratch, C.MNT_DETACH)
+    except OSError as exc:
+        where = f"mount.detached: the source stays mounted on {scratch}"
+        if cause is None:
+            exc.add_note(where)
+            raise
+        cause.add_note(f"{where} (detaching it failed too: {exc})")
+        return
+    os.rmdir(scratch)
 
 
 MOUNT_DETACHED = feature(

@@ -82,3 +82,14 @@ class MountTableError(MountCompatError, ValueError):
         where = where or f"mountinfo line {line}"
         shown = f": {text!r}" if text else ""
         super().__init__(f"{where}: {field}: {problem}{shown}")
+
+
+class LazyUnmountWarning(UserWarning):
+    """A mount stayed busy (EBUSY) through the short waits of an unmount and was detached
+    lazily (MNT_DETACH): it is gone from the tree, but its filesystem lives on until its last
+    user (an open file, a process's cwd) lets go, so the device or directory behind it may
+    not be free yet."""
+
+    def __init__(self, path: str, busy: str) -> None:
+        self.path, self.busy = path, busy
+        super().__init__(f"{path}: still busy ({busy}); detached lazily (MNT_DETACH)")

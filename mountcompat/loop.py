@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import random
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +25,14 @@ from pathlib import Path
 from mountcompat import _constants as C
 from mountcompat._syscalls import raise_errno
 from mountcompat.mounts import Closing
-from mountcompat.strategy import Strategy, feature
+from mountcompat.strategy import Probe, Strategy, feature
 
 CONTROL = Path("/dev/loop-control")
-GRAB_ATTEMPTS = 12
+# util-linux's losetup tries 64 times, 200 ms apart; we back off exponentially up to that.
+GRAB_ATTEMPTS = 64
+MAX_BACKOFF = 0.2
+# What LOOP_CTL_GET_FREE's device can answer when another process got to it first.
+TAKEN_MEANWHILE = frozenset({errno.EBUSY, errno.ENXIO, errno.ENOENT})
 
 
 class LoopInfo64(ctypes.Structure):
@@ -91,25 +96,43 @@ class _Request:
     notes: list[str] = field(default_factory=list)
 
 
-def _grab(request: _Request, configure: Callable[[int, _Request], None]) -> tuple[int, int]:
-    """Take a free device and configure it; EBUSY (someone else took it) is retried."""
-    mode = os.O_RDONLY if request.read_only else os.O_RDWR
+Configure = Callable[[int, _Request], None]
+
+
+def _backoff(attempt: int) -> float:
+    return random.uniform(0, min(MAX_BACKOFF, 0.002 * 2**attempt))
+
+
+def _open_device(number: int, mode: int) -> int:
+    return os.open(f"/dev/loop{number}", mode | os.O_CLOEXEC)
+
+
+def _configured(number: int, request: _Request, configure: Configure) -> int:
+    """The fd of device ``number`` bound to the request's file, or the kernel's refusal."""
+    dev_fd = _open_device(number, os.O_RDONLY if request.read_only else os.O_RDWR)
+    try:
+        configure(dev_fd, request)
+    except BaseException:
+        os.close(dev_fd)
+        raise
+    return dev_fd
+
+
+def _grab(request: _Request, configure: Configure) -> tuple[int, int]:
+    """Take a free device and bind it. LOOP_CTL_GET_FREE only names a device that was free a
+    moment ago: before we open and bind it another process may bind it (EBUSY from
+    LOOP_CONFIGURE/LOOP_SET_FD), or be letting it go (ENXIO from open: lo_open refuses a
+    device in Lo_rundown, which LOOP_CLR_FD and the last close of an autoclear device go
+    through), or devtmpfs may not have made its node yet (ENOENT). Each means: take another."""
     with open(CONTROL, "rb", buffering=0) as control:
         for attempt in range(GRAB_ATTEMPTS):
             number = _ioctl(control.fileno(), C.LOOP_CTL_GET_FREE, 0, "LOOP_CTL_GET_FREE")
             try:
-                dev_fd = os.open(f"/dev/loop{number}", mode | os.O_CLOEXEC)
-            except FileNotFoundError:  # the node is made by devtmpfs a moment later
-                time.sleep(0.01 * (attempt + 1))
-                continue
-            try:
-                configure(dev_fd, request)
-                return number, dev_fd
+                return number, _configured(number, request, configure)
             except OSError as exc:
-                os.close(dev_fd)
-                if exc.errno != errno.EBUSY:
+                if exc.errno not in TAKEN_MEANWHILE:
                     raise
-            time.sleep(random.uniform(0, 0.005 * 2**attempt))
+            time.sleep(_backoff(attempt))
     raise raise_errno(errno.EBUSY, "loop attach", (request.backing, f"{GRAB_ATTEMPTS} attempts"))
 
 
@@ -153,20 +176,68 @@ def _set_fd_status(dev_fd: int, request: _Request) -> None:
                 if exc.errno != errno.EINVAL:
                     raise
                 request.notes.append("direct I/O refused (EINVAL): buffered I/O used")
-    except BaseException:
-        _ioctl(dev_fd, C.LOOP_CLR_FD, 0, "LOOP_CLR_FD")
+    except BaseException as exc:
+        _undo_binding(dev_fd, exc)
         raise
 
 
+def _undo_binding(dev_fd: int, cause: BaseException) -> None:
+    """LOOP_CLR_FD after a failed second step; its own failure is noted on the first error,
+    which stays the one raised."""
+    try:
+        _ioctl(dev_fd, C.LOOP_CLR_FD, 0, "LOOP_CLR_FD")
+    except OSError as exc:
+        cause.add_note(f"undoing LOOP_SET_FD failed too: {exc}")
+
+
 def _strategy_configure(request: _Request) -> tuple[int, int]:
-    """LOOP_CONFIGURE (5.8 on). Before 5.8: EINVAL or ENOTTY from the unknown ioctl."""
+    """LOOP_CONFIGURE (5.8 on). Before 5.8 the unknown ioctl gets EINVAL (lo_simple_ioctl's
+    default; ENOTTY through compat paths). EINVAL is also the answer to a wrong request (a
+    backing fd that is not a regular file or block device, unknown flags), so a probe
+    decides: LOOP_CONFIGURE with an fd that cannot be open. Preferred: one ioctl, no window
+    where the device is bound but not yet read-only/autoclear."""
     return _grab(request, _configure)
 
 
 def _strategy_set_fd_status(request: _Request) -> tuple[int, int]:
-    """LOOP_SET_FD + LOOP_SET_STATUS64: the pre-5.8 way, which every kernel still accepts."""
+    """LOOP_SET_FD + LOOP_SET_STATUS64: the pre-5.8 way, which every kernel still accepts.
+    Needed before 5.8, where LOOP_CONFIGURE is unknown (EINVAL, probed)."""
     return _grab(request, _set_fd_status)
 
+
+def _free_device_fd() -> int:
+    """An fd of a device LOOP_CTL_GET_FREE names, retried while others take it meanwhile."""
+    with open(CONTROL, "rb", buffering=0) as control:
+        for attempt in range(GRAB_ATTEMPTS):
+            number = _ioctl(control.fileno(), C.LOOP_CTL_GET_FREE, 0, "LOOP_CTL_GET_FREE")
+            try:
+                return _open_device(number, os.O_RDONLY)
+            except OSError as exc:
+                if exc.errno not in TAKEN_MEANWHILE:
+                    raise
+            time.sleep(_backoff(attempt))
+    raise raise_errno(errno.EBUSY, "loop probe", ("no free device to ask",))
+
+
+def _loop_configure_known() -> bool:
+    """LOOP_CONFIGURE with fd -1 on a free device: from 5.8 loop_configure() looks the fd up
+    first (fget, EBADF) and binds nothing; before, the unknown ioctl answers EINVAL (ENOTTY
+    through compat paths). Nothing is bound either way, and the device stays free."""
+    dev_fd = _free_device_fd()
+    try:
+        _ioctl(dev_fd, C.LOOP_CONFIGURE, LoopConfig(fd=0xFFFFFFFF, block_size=0), "LOOP_CONFIGURE")
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOTTY):
+            return False
+        if exc.errno == errno.EBADF:
+            return True
+        raise
+    finally:
+        os.close(dev_fd)
+    return True  # bound nothing with no file: the ioctl is known, whatever it did
+
+
+LOOP_CONFIGURE_KNOWN = Probe("LOOP_CONFIGURE (5.8)", _loop_configure_known)
 
 LOOP_ATTACH = feature(
     "loop.attach",
@@ -175,7 +246,11 @@ LOOP_ATTACH = feature(
         Strategy(
             "loop-configure",
             _strategy_configure,
-            unsupported=frozenset({errno.EINVAL, errno.ENOTTY}),
+            # ENOTTY: the block layer's "no such ioctl" for this device; can mean nothing else.
+            unsupported=frozenset({errno.ENOTTY}),
+            cache_on=frozenset({errno.ENOTTY}),
+            ambiguous=frozenset({errno.EINVAL}),
+            probe=LOOP_CONFIGURE_KNOWN,
         ),
         Strategy("set-fd-status", _strategy_set_fd_status),
     ],
@@ -192,16 +267,33 @@ def sysfs_loop(number: int) -> dict[str, str]:
     return values
 
 
-class LoopDevice(Closing):
-    """An attached loop device; ``close()`` detaches it (or leaves it to autoclear)."""
+def _status(dev_fd: int) -> LoopInfo64:
+    info = LoopInfo64()
+    _ioctl(dev_fd, C.LOOP_GET_STATUS64, info, "LOOP_GET_STATUS64")
+    return info
 
-    def __init__(self, number: int, fd: int, backing: Path, notes: list[str]) -> None:
+
+def _clear(dev_fd: int) -> None:
+    """LOOP_CLR_FD. A device someone else still holds open is only marked autoclear (5.10
+    answered EBUSY to that; loop_clr_fd() since marks it and returns 0), and one already let
+    go answers ENXIO: both leave nothing of ours bound."""
+    try:
+        _ioctl(dev_fd, C.LOOP_CLR_FD, 0, "LOOP_CLR_FD")
+    except OSError as exc:
+        if exc.errno not in (errno.EBUSY, errno.ENXIO):
+            raise
+
+
+class LoopDevice(Closing):
+    """An attached loop device; ``close()`` detaches it (or leaves it to autoclear). A close
+    whose LOOP_CLR_FD fails keeps the device's fd, so that calling it again retries."""
+
+    def __init__(self, number: int, fd: int, backing: Path, notes: list[str], flags: int) -> None:
         self.number, self.backing, self.notes = number, backing, notes
         self._fd: int | None = fd
-        info = self.status()
-        self.read_only = bool(info.lo_flags & C.LO_FLAGS_READ_ONLY)
-        self.autoclear = bool(info.lo_flags & C.LO_FLAGS_AUTOCLEAR)
-        self.direct_io = bool(info.lo_flags & C.LO_FLAGS_DIRECT_IO)
+        self.read_only = bool(flags & C.LO_FLAGS_READ_ONLY)
+        self.autoclear = bool(flags & C.LO_FLAGS_AUTOCLEAR)
+        self.direct_io = bool(flags & C.LO_FLAGS_DIRECT_IO)
 
     @property
     def path(self) -> Path:
@@ -213,30 +305,54 @@ class LoopDevice(Closing):
         return self._fd
 
     def status(self) -> LoopInfo64:
-        info = LoopInfo64()
-        _ioctl(self.fileno(), C.LOOP_GET_STATUS64, info, "LOOP_GET_STATUS64")
-        return info
+        return _status(self.fileno())
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
+        fd = self._fd
         if fd is None:
             return
-        try:
-            if not self.autoclear:
-                try:
-                    _ioctl(fd, C.LOOP_CLR_FD, 0, "LOOP_CLR_FD")
-                except OSError as exc:
-                    # Still in use (mounted): the kernel then marks it autoclear instead.
-                    if exc.errno not in (errno.EBUSY, errno.ENXIO):
-                        raise
-        finally:
-            os.close(fd)
+        if not self.autoclear:
+            _clear(fd)
+        self._fd = None
+        os.close(fd)
 
     def __repr__(self) -> str:
         return f"LoopDevice({self.path}, backing={str(self.backing)!r})"
 
 
+def _require_loopable(fd: int, path: Path) -> None:
+    """The kernel takes a regular file or a block device (loop_validate_file, EINVAL for
+    anything else): said here, naming the path, instead of a bare EINVAL from the ioctl."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        exc.filename = str(path)  # fstat's error names no file; this one is the backing
+        raise
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(
+            errno.EISDIR,
+            "a loop device needs a regular file or a block device, not a directory",
+            str(path),
+        )
+    if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+        raise OSError(
+            errno.EINVAL, "a loop device needs a regular file or a block device", str(path)
+        )
+
+
 def _open_backing(
+    path: Path, read_only: bool, direct_io: bool, notes: list[str]
+) -> tuple[int, bool]:
+    fd, direct = _open_backing_fd(path, read_only, direct_io, notes)
+    try:
+        _require_loopable(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, direct
+
+
+def _open_backing_fd(
     path: Path, read_only: bool, direct_io: bool, notes: list[str]
 ) -> tuple[int, bool]:
     flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC
@@ -248,6 +364,23 @@ def _open_backing(
                 raise
             notes.append(f"{path}: the filesystem refuses O_DIRECT (EINVAL): buffered I/O used")
     return os.open(path, flags), False
+
+
+def _device(number: int, dev_fd: int, path: Path, notes: list[str]) -> LoopDevice:
+    """The LoopDevice for a freshly bound fd, with the flags the kernel really set. If even
+    that fails, the binding is undone: nobody else would ever clear a device without
+    autoclear."""
+    try:
+        flags = _status(dev_fd).lo_flags
+    except BaseException as exc:
+        try:
+            _clear(dev_fd)
+        except OSError as undo:
+            exc.add_note(f"detaching /dev/loop{number} failed too: {undo}")
+        finally:
+            os.close(dev_fd)
+        raise
+    return LoopDevice(number, dev_fd, path, notes, flags)
 
 
 def attach(
@@ -267,7 +400,7 @@ def attach(
         number, dev_fd = LOOP_ATTACH(request, force=force)
     finally:
         os.close(backing_fd)
-    return LoopDevice(number, dev_fd, path, notes)
+    return _device(number, dev_fd, path, notes)
 
 
 __all__ = ["LOOP_ATTACH", "LoopDevice", "attach", "sysfs_loop"]

@@ -6,6 +6,7 @@ import enum
 import errno
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -13,6 +14,7 @@ from typing import Self
 
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
+from mountcompat.errors import LazyUnmountWarning
 
 
 class MountAttr(enum.IntFlag):
@@ -124,38 +126,54 @@ class DetachedMount(FdOwner):
 
 class AttachedMount(Closing):
     """A mount at a path; ``close()`` unmounts it and then runs the cleanups it owns
-    (a loop device behind it, a temporary directory under it)."""
+    (a loop device behind it, a temporary directory under it). A close that fails keeps
+    whatever it could not release, so calling it again retries: the mount stays recorded
+    until it is really unmounted, and a cleanup until it has run."""
 
     def __init__(self, path: Path, cleanups: list[Callable[[], None]] | None = None) -> None:
         self.path = path
         self._cleanups = list(cleanups or [])
         self._mounted = True
+        self.detached_lazily = False  # set when close() had to fall back to MNT_DETACH
 
     def own(self, cleanup: Callable[[], None]) -> None:
         self._cleanups.append(cleanup)
 
     def close(self) -> None:
         if self._mounted:
+            self.detached_lazily = unmount(self.path) == DETACHED_LAZILY
             self._mounted = False
-            unmount(self.path)
         while self._cleanups:
-            self._cleanups.pop()()
+            self._cleanups[-1]()
+            self._cleanups.pop()
 
     def __repr__(self) -> str:
         return f"AttachedMount({str(self.path)!r})"
 
 
-def unmount(path: str | os.PathLike[str]) -> None:
-    """umount2 that waits out a short EBUSY (a closing fd), then detaches lazily."""
-    for delay in (0.0, 0.01, 0.05, 0.2):
+UNMOUNTED = "unmounted"
+DETACHED_LAZILY = "detached-lazily"
+BUSY_WAITS = (0.0, 0.01, 0.05, 0.2)
+
+
+def unmount(path: str | os.PathLike[str]) -> str:
+    """umount2, waiting out a short EBUSY (an fd being closed), then detaching lazily: the
+    mount leaves the tree at once and its filesystem lives on until its last user lets go.
+    That fallback is not silent: it warns (LazyUnmountWarning) and returns DETACHED_LAZILY
+    instead of UNMOUNTED."""
+    busy: OSError | None = None
+    for delay in BUSY_WAITS:
         time.sleep(delay)
         try:
             sys_.umount2(path, C.UMOUNT_NOFOLLOW)
-            return
+            return UNMOUNTED
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 raise
+            busy = exc
     sys_.umount2(path, C.MNT_DETACH | C.UMOUNT_NOFOLLOW)
+    warnings.warn(LazyUnmountWarning(os.fspath(path), str(busy)), stacklevel=2)
+    return DETACHED_LAZILY
 
 
 def private_mount_namespace() -> None:

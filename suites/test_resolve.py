@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,33 @@ def test_resolve_default(workdir: Path) -> None:
     since = LOG.mark()
     assert read_fd(open_in_root(root, "abs-link")) == "the jail's passwd"
     assert_default_choice("path.resolve", since)
+
+
+@pytest.mark.strategy("path.resolve", "openat2")
+def test_openat2_retries_when_renames_race_its_dotdot(workdir: Path) -> None:
+    """Under RESOLVE_IN_ROOT a ".." walked while any rename happens answers EAGAIN (the
+    kernel cannot vouch for the walk; about one call in 25 here with one renaming thread):
+    open_in_root asks again, so every call succeeds."""
+    root = jail(workdir)
+    (root / "data" / "deep").mkdir()
+    churn = workdir / "churn"
+    churn.mkdir()
+    stop = threading.Event()
+
+    def rename_all_the_time() -> None:
+        (churn / "a").write_text("x")
+        names = ("a", "b")
+        i = 0
+        while not stop.is_set():
+            os.rename(churn / names[i % 2], churn / names[(i + 1) % 2])
+            i += 1
+
+    renamer = threading.Thread(target=rename_all_the_time)
+    renamer.start()
+    try:
+        for _ in range(3000):
+            fd = open_in_root(root, "data/deep/../../data/deep/../file", force="openat2")
+            os.close(fd)
+    finally:
+        stop.set()
+        renamer.join()

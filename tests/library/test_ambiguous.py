@@ -19,7 +19,7 @@ import pytest
 
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
-from mountcompat import mount_overlay, reset_probes
+from mountcompat import attach_loop, loop, mount_overlay, reset_probes
 from mountcompat.choices import LOG
 from mountcompat.errors import StrategyUnsupported
 from mountcompat.fscontext import FsContext
@@ -262,3 +262,32 @@ def test_a_bad_fd_is_the_requests_fault_when_opath_layers_work(
 
 
 NOT_OPEN = 999_999
+
+
+# --- loop.attach: LOOP_CONFIGURE ----------------------------------------------------------------
+
+
+def test_loop_configure_unknown_before_5_8(monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
+    """Before 5.8 an unknown loop ioctl falls to lo_simple_ioctl's default: EINVAL, for any
+    argument, the probe's fd of -1 included. The device is then bound the old way, for real."""
+    real_ioctl = loop._ioctl
+
+    def ioctl(fd: int, request: int, arg: Any, name: str) -> int:
+        if request == C.LOOP_CONFIGURE:
+            raise sys_.raise_errno(errno.EINVAL, name, (fd,))
+        return real_ioctl(fd, request, arg, name)
+
+    monkeypatch.setattr(loop, "_ioctl", ioctl)
+    backing = scratch / "backing.img"
+    backing.write_bytes(b"\0" * (1 << 20))
+    since = LOG.mark()
+    for _ in range(2):
+        with attach_loop(backing) as device:
+            assert loop.sysfs_loop(device.number)["backing_file"] == str(backing)
+    assert outcomes("loop.attach", since) == [
+        ("loop-configure", "unsupported"),
+        ("set-fd-status", "used"),
+        ("loop-configure", "skipped"),
+        ("set-fd-status", "used"),
+    ]
+    assert "LOOP_CONFIGURE (5.8) missing (probed)" in LOG.since(since)[0].message

@@ -1,0 +1,66 @@
+"""Unmounting: a busy mount's lazy detach is said, not silent; a failed close can be retried
+(the retry itself is shown for every operation in test_faults.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mountcompat import _constants as C
+from mountcompat import _syscalls as sys_
+from mountcompat import mount_fs
+from mountcompat.errors import LazyUnmountWarning
+from mountcompat.mounts import DETACHED_LAZILY, UNMOUNTED, unmount
+from mountcompat.mounttable import read_mountinfo
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts: needs root")
+
+
+@pytest.fixture
+def target(tmp_path: Path) -> Iterator[Path]:
+    sys_.mount("mc-mounts", tmp_path, "tmpfs", 0, "size=1m")
+    (tmp_path / "m").mkdir()
+    try:
+        yield tmp_path / "m"
+    finally:
+        sys_.umount2(tmp_path, C.MNT_DETACH)
+
+
+def mounted(path: Path) -> bool:
+    return any(e.mountpoint == str(path) for e in read_mountinfo())
+
+
+def test_a_busy_mount_is_detached_lazily_and_says_so(target: Path) -> None:
+    mount = mount_fs("tmpfs", "mc-busy", target, force="mount2")
+    busy = os.open(target / "open-file", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        with pytest.warns(LazyUnmountWarning, match="still busy") as warned:
+            mount.close()
+        assert warned[0].message.path == str(target)  # type: ignore[union-attr]
+        assert mount.detached_lazily
+        assert not mounted(target)
+        os.write(busy, b"the filesystem lives on until its last user lets go")
+    finally:
+        os.close(busy)
+
+
+def test_an_idle_mount_is_unmounted_at_once(target: Path) -> None:
+    mount_fs("tmpfs", "mc-idle", target, force="mount2")
+    assert unmount(target) == UNMOUNTED
+    assert not mounted(target)
+
+
+def test_unmount_says_when_it_detached_lazily(target: Path) -> None:
+    mount_fs("tmpfs", "mc-busy", target, force="mount2")
+    cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    os.chdir(target)  # a process's cwd keeps the mount busy too
+    try:
+        with pytest.warns(LazyUnmountWarning):
+            assert unmount(target) == DETACHED_LAZILY
+    finally:
+        os.fchdir(cwd)
+        os.close(cwd)
+    assert not mounted(target)
