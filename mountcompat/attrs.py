@@ -18,15 +18,17 @@ Feature ``tree.attr`` (a detached clone of a tree, with attributes), preferred f
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from pathlib import Path
 
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
+from mountcompat.fscontext import FsContext
 from mountcompat.listing import find_mount
 from mountcompat.mounts import ATIME_MASK, DetachedMount, MountAttr, ms_flags
 from mountcompat.mounttable import mounts_under, read_mountinfo
-from mountcompat.strategy import Strategy, feature
+from mountcompat.strategy import Probe, Strategy, feature
 
 
 def attr_struct(set_: MountAttr, clear: MountAttr) -> sys_.MountAttrStruct:
@@ -38,9 +40,41 @@ def attr_struct(set_: MountAttr, clear: MountAttr) -> sys_.MountAttrStruct:
     return sys_.MountAttrStruct(attr_set=int(set_), attr_clr=clr, propagation=0, userns_fd=0)
 
 
+def _setattr_takes(set_: MountAttr, clear: MountAttr) -> bool:
+    """mount_setattr of these attributes on a throwaway detached tmpfs (fsopen and fsmount:
+    in no tree, gone with its fd). The request is valid in every other way, so EINVAL can
+    only be a flag this kernel does not know (MOUNT_ATTR_NOSYMFOLLOW before 5.14)."""
+    with FsContext.open("tmpfs") as ctx:
+        ctx.set_string("size", "4k")
+        ctx.create()
+        with ctx.mount() as scratch:
+            try:
+                sys_.mount_setattr(scratch.fileno(), "", C.AT_EMPTY_PATH, attr_struct(set_, clear))
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:
+                    return False
+                raise
+    return True
+
+
+def _attributes_known(
+    path: Path, set_: MountAttr, clear: MountAttr, recursive: bool
+) -> list[Probe]:
+    shown = f"set {set_.name or 0}, clear {clear.name or 0}"
+    return [
+        Probe(
+            f"mount_setattr with these attributes ({shown})",
+            functools.partial(_setattr_takes, set_, clear),
+            key=(int(set_), int(clear)),
+        )
+    ]
+
+
 def _mount_setattr(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool) -> None:
     """mount_setattr(2) (5.12; MOUNT_ATTR_NOSYMFOLLOW from 5.14). Before 5.12: ENOSYS; a flag
-    the kernel does not know: EINVAL. Preferred: one call changes a whole tree atomically."""
+    the kernel does not know: EINVAL, which is also the answer for a path that is not a
+    mount point: the same attributes on a throwaway detached mount tell which. Preferred:
+    one call changes a whole tree atomically."""
     flags = C.AT_RECURSIVE if recursive else 0
     sys_.mount_setattr(C.AT_FDCWD, path, flags | C.AT_SYMLINK_NOFOLLOW, attr_struct(set_, clear))
 
@@ -87,8 +121,10 @@ MOUNT_ATTR = feature(
         Strategy(
             "mount-setattr",
             _mount_setattr,
-            unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
+            unsupported=frozenset({errno.ENOSYS}),
             cache_on=frozenset({errno.ENOSYS}),
+            ambiguous=frozenset({errno.EINVAL}),
+            request_probes=_attributes_known,
         ),
         Strategy("remount", _remount),
     ],
@@ -118,7 +154,8 @@ def _open_tree_then_setattr(
     path: Path, set_: MountAttr, clear: MountAttr, recursive: bool
 ) -> DetachedMount:
     """open_tree(OPEN_TREE_CLONE) and then mount_setattr(AT_EMPTY_PATH) on it (5.12). Needed
-    before 6.15. Before 5.12: ENOSYS from mount_setattr; before 5.2, from open_tree."""
+    before 6.15. Before 5.12: ENOSYS from mount_setattr; before 5.2, from open_tree. EINVAL
+    for a flag the kernel does not know, told from a wrong request as for mount-setattr."""
     flags = C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | (C.AT_RECURSIVE if recursive else 0)
     clone = DetachedMount(sys_.open_tree(C.AT_FDCWD, path, flags))
     try:
@@ -143,8 +180,10 @@ TREE_ATTR = feature(
         Strategy(
             "open-tree-setattr",
             _open_tree_then_setattr,
-            unsupported=frozenset({errno.ENOSYS, errno.EINVAL}),
+            unsupported=frozenset({errno.ENOSYS}),
             cache_on=frozenset({errno.ENOSYS}),
+            ambiguous=frozenset({errno.EINVAL}),
+            request_probes=_attributes_known,
         ),
     ],
 )

@@ -17,9 +17,18 @@ from typing import Any
 
 import pytest
 
+from mountcompat import (
+    MountAttr,
+    attach_loop,
+    clone_tree,
+    loop,
+    mount_fs,
+    mount_overlay,
+    reset_probes,
+    set_mount_attrs,
+)
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
-from mountcompat import attach_loop, loop, mount_overlay, reset_probes
 from mountcompat.choices import LOG
 from mountcompat.errors import StrategyUnsupported
 from mountcompat.fscontext import FsContext
@@ -291,3 +300,58 @@ def test_loop_configure_unknown_before_5_8(monkeypatch: pytest.MonkeyPatch, scra
         ("set-fd-status", "used"),
     ]
     assert "LOOP_CONFIGURE (5.8) missing (probed)" in LOG.since(since)[0].message
+
+
+# --- mount.attr, tree.attr: mount_setattr ----------------------------------------------------
+
+
+def refuse_nosymfollow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mount_setattr as on 5.12 and 5.13: MOUNT_ATTR_NOSYMFOLLOW unknown, EINVAL."""
+    real = sys_.mount_setattr
+
+    def mount_setattr(dfd: int, path: Any, flags: int, attr: sys_.MountAttrStruct) -> None:
+        if (attr.attr_set | attr.attr_clr) & MountAttr.NOSYMFOLLOW:
+            raise sys_.raise_errno(errno.EINVAL, "mount_setattr", (dfd, path, flags))
+        real(dfd, path, flags, attr)
+
+    monkeypatch.setattr(sys_, "mount_setattr", mount_setattr)
+
+
+def test_nosymfollow_unknown_to_mount_setattr_before_5_14(
+    monkeypatch: pytest.MonkeyPatch, scratch: Path
+) -> None:
+    """The probe (these attributes on a throwaway detached tmpfs) gets the same EINVAL: the
+    flag is unknown, so the remount fallback (MS_NOSYMFOLLOW, 5.10) does it, for real; other
+    attributes still go through mount_setattr."""
+    refuse_nosymfollow(monkeypatch)
+    target = scratch / "m"
+    target.mkdir()
+    with mount_fs("tmpfs", "mc-attr", target, force="mount2"):
+        (target / "plain").write_text("x")
+        os.symlink("plain", target / "link")
+        since = LOG.mark()
+        set_mount_attrs(target, MountAttr.NOSYMFOLLOW)
+        with pytest.raises(OSError) as caught:
+            (target / "link").read_text()
+        assert caught.value.errno == errno.ELOOP
+        set_mount_attrs(target, MountAttr.NOEXEC)
+    assert outcomes("mount.attr", since) == [
+        ("mount-setattr", "unsupported"),
+        ("remount", "used"),
+        ("mount-setattr", "used"),
+    ]
+    assert "set NOSYMFOLLOW, clear 0) missing (probed)" in LOG.since(since)[0].message
+
+
+def test_nosymfollow_on_a_clone_before_5_14(monkeypatch: pytest.MonkeyPatch, scratch: Path) -> None:
+    """tree.attr has no fallback without mount_setattr's flag: unsupported, said so."""
+    refuse_nosymfollow(monkeypatch)
+    target = scratch / "m"
+    target.mkdir()
+    with (
+        mount_fs("tmpfs", "mc-attr", target, force="mount2"),
+        pytest.raises(StrategyUnsupported) as caught,
+    ):
+        clone_tree(target, MountAttr.NOSYMFOLLOW, force="open-tree-setattr")
+    assert caught.value.errno == errno.EINVAL
+    assert "missing (probed)" in caught.value.message
