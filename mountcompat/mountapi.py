@@ -13,6 +13,7 @@ Features, preferred strategy first:
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -55,7 +56,10 @@ def _create_excl(ctx: FsContext) -> None:
 
 
 def _create(ctx: FsContext) -> None:
-    """FSCONFIG_CMD_CREATE: every kernel with fsopen (5.2). May reuse a superblock."""
+    """FSCONFIG_CMD_CREATE: every kernel with fsopen (5.2). Needed before 6.6, where
+    CREATE_EXCL is an unknown command (EOPNOTSUPP, confirmed by the probe on tmpfs). May
+    hand back an existing superblock (a block device already mounted) and ignore the new
+    parameters."""
     ctx.create()
 
 
@@ -97,12 +101,49 @@ def open_fs(
         return ctx.mount(attrs)
 
 
+def _fsmount_takes(attrs: MountAttr) -> bool:
+    """fsmount of a throwaway tmpfs context with these attributes, never attached (gone with
+    its fd): EINVAL there can only be a flag fsmount does not know (MOUNT_ATTR_NOSYMFOLLOW
+    before 5.14, while mount(2) has MS_NOSYMFOLLOW from 5.10)."""
+    with FsContext.open("tmpfs") as ctx:
+        ctx.set_string("size", "4k")
+        ctx.create()
+        try:
+            ctx.mount(attrs).close()
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return False
+            raise
+    return True
+
+
+def fsmount_attributes_known(attrs: MountAttr) -> list[Probe]:
+    """The probe for a request that gives fsmount attributes (none without)."""
+    if not attrs:
+        return []
+    return [
+        Probe(
+            f"fsmount with these attributes ({attrs.name})",
+            functools.partial(_fsmount_takes, attrs),
+            key=int(attrs),
+        )
+    ]
+
+
+def _attributes_of_request(
+    fstype: str, source: str | None, target: Path, options: Options, attrs: MountAttr
+) -> list[Probe]:
+    return fsmount_attributes_known(attrs)
+
+
 def _via_fsmount(
     fstype: str, source: str | None, target: Path, options: Options, attrs: MountAttr
 ) -> AttachedMount:
     """fsopen/fsconfig/fsmount/move_mount (5.2). Before 5.2, or where a seccomp filter hides
-    the syscalls (container runtimes did, returning ENOSYS): ENOSYS. Preferred because every
-    parameter is checked on its own, with the kernel's message, before anything is mounted."""
+    the syscalls (container runtimes did, returning ENOSYS): ENOSYS. An attribute fsmount does
+    not know (NOSYMFOLLOW before 5.14) gets EINVAL, as does a wrong option: for a request with
+    attributes a throwaway fsmount with them tells which. Preferred because every parameter
+    is checked on its own, with the kernel's message, before anything is mounted."""
     with open_fs(fstype, source, options, attrs) as detached:
         return detached.attach(target)
 
@@ -134,6 +175,8 @@ MOUNT_API = feature(
             _via_fsmount,
             unsupported=frozenset({errno.ENOSYS}),
             cache_on=frozenset({errno.ENOSYS}),
+            ambiguous=frozenset({errno.EINVAL}),
+            request_probes=_attributes_of_request,
         ),
         Strategy("mount2", _via_mount2),
     ],

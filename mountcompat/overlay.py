@@ -43,7 +43,7 @@ from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
 from mountcompat.errors import OverlayOptionsTooLong
 from mountcompat.fscontext import FsContext
-from mountcompat.mountapi import create_superblock
+from mountcompat.mountapi import create_superblock, fsmount_attributes_known
 from mountcompat.mounts import AttachedMount, MountAttr, ms_flags
 from mountcompat.strategy import Probe, Strategy, Unsupported, feature
 
@@ -316,6 +316,8 @@ class _LayerProbes:
         probes = [self.data] if spec.data else []
         if self.comma is not None and _has_comma(spec):
             probes.append(self.comma)
+        if self.base is not None:  # through fsmount, whose attributes may be unknown
+            probes.extend(fsmount_attributes_known(attrs))
         return probes
 
 

@@ -168,8 +168,11 @@ def _decide_ambiguous(
 ) -> _Refusal | None:
     """Ask the strategy's probes about an ambiguous refusal: a missing capability makes it
     "not here"; if all are present the request is wrong, and ``exc`` gets a note saying so."""
+    probes = s.probes_for(args, kwargs)
+    if not probes:
+        return None  # nothing of this request can be missing: the kernel refused it
     asked = []
-    for probe in s.probes_for(args, kwargs):
+    for probe in probes:
         try:
             present = probe.present()
         except Exception as failure:  # the probe could not tell: the kernel's error stands
@@ -179,11 +182,9 @@ def _decide_ambiguous(
             message = f"{probe.capability} missing (probed): {_kernel_message(exc)}"
             return _Refusal(message, remember=probe is s.probe)
         asked.append(probe.capability)
-    name = errno_name(exc.errno)
-    what = ", ".join(asked) or "nothing to probe"
     exc.add_note(
-        f"{s.name}: {name} is not a missing feature here (probed present: {what}); "
-        "the kernel refused this request"
+        f"{s.name}: {errno_name(exc.errno)} is not a missing feature here (probed present: "
+        f"{', '.join(asked)}); the kernel refused this request"
     )
     return None
 

@@ -79,6 +79,21 @@ def test_fsconfig_error_carries_the_kernel_message(workdir: Path) -> None:
     assert any("no-such-option" in m for m in messages), messages
 
 
+def test_a_wrong_option_with_attributes_is_not_a_missing_attribute(workdir: Path) -> None:
+    """With attributes, fsmount's EINVAL could also mean an attribute it does not know
+    (NOSYMFOLLOW before 5.14): the probe finds these (known since fsmount, 5.2) known, so the
+    bad option is raised, with the kernel's message, and mount(2) is not tried in its place."""
+    since = LOG.mark()
+    with pytest.raises(OSError) as caught:
+        mount_fs("tmpfs", "mc", workdir, {"no-such-option": "1"}, MountAttr.NOSUID)
+    expect_errno(caught.value, errno.EINVAL)
+    messages = getattr(caught.value, "kernel_messages", [])
+    assert any("no-such-option" in m for m in messages), messages
+    records = [(r.strategy, r.outcome) for r in LOG.since(since) if r.feature == "mount.api"]
+    assert records == [("fsmount", "failed")]
+    assert not_mounted(workdir)
+
+
 def test_context_stays_usable_after_a_failed_parameter(workdir: Path) -> None:
     """Quirk: after a refused fsconfig the context still works, so parameters can be probed."""
     with FsContext.open("tmpfs") as ctx:

@@ -355,3 +355,31 @@ def test_nosymfollow_on_a_clone_before_5_14(monkeypatch: pytest.MonkeyPatch, scr
         clone_tree(target, MountAttr.NOSYMFOLLOW, force="open-tree-setattr")
     assert caught.value.errno == errno.EINVAL
     assert "missing (probed)" in caught.value.message
+
+
+# --- mount.api: fsmount's attributes ------------------------------------------------------------
+
+
+def test_nosymfollow_unknown_to_fsmount_before_5_14(
+    monkeypatch: pytest.MonkeyPatch, scratch: Path
+) -> None:
+    """fsmount's attr_flags knew no MOUNT_ATTR_NOSYMFOLLOW before 5.14 (EINVAL) while
+    mount(2) has MS_NOSYMFOLLOW from 5.10: the probe, a throwaway fsmount with the same
+    attributes, gets the EINVAL too, so mount(2) does it, for real."""
+    real = sys_.fsmount
+
+    def fsmount(fd: int, flags: int = C.FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int:
+        if attr_flags & MountAttr.NOSYMFOLLOW:
+            raise sys_.raise_errno(errno.EINVAL, "fsmount", (fd, flags, attr_flags))
+        return real(fd, flags, attr_flags)
+
+    monkeypatch.setattr(sys_, "fsmount", fsmount)
+    target = scratch / "m"
+    target.mkdir()
+    since = LOG.mark()
+    with mount_fs("tmpfs", "mc-api", target, {}, MountAttr.NOSYMFOLLOW):
+        assert (
+            "nosymfollow"
+            in next(e for e in read_mountinfo() if e.mountpoint == str(target)).options
+        )
+    assert outcomes("mount.api", since) == [("fsmount", "unsupported"), ("mount2", "used")]
