@@ -319,12 +319,18 @@ def _split_options(cache: dict[str, tuple[str, ...]], text: str) -> tuple[str, .
     return words
 
 
-def _propagation(cache: dict[str, Propagation], words: list[str], line: int) -> Propagation:
-    key = " ".join(words)
-    prop = cache.get(key)
-    if prop is None:
-        prop = cache[key] = _optional_fields([os.fsencode(w) for w in words], line)
+def _propagation(cache: dict[str, Propagation], words: list[str]) -> Propagation:
+    # A malformed field raises; the reference parser then says on which line.
+    prop = cache[" ".join(words)] = _optional_fields([os.fsencode(w) for w in words], 0)
     return prop
+
+
+def _device(cache: dict[str, tuple[int, int]], device: str) -> tuple[int, int]:
+    major, _, minor = device.partition(":")
+    if not (major.isdigit() and minor.isdigit() and device.isascii()):
+        raise _NotSimple
+    dev = cache[device] = (int(major), int(minor))
+    return dev
 
 
 def _parse_text(text: str) -> list[MountEntry]:
@@ -339,11 +345,12 @@ def _parse_text(text: str) -> list[MountEntry]:
     devices: dict[str, tuple[int, int]] = {}
     escaped = "\\" in text
     ascii_only = text.isascii()
-    for number, line in enumerate(text.split("\n"), 1):
+    for line in text.split("\n"):
         if not line:
             continue
         f = line.split(" ")
-        if len(f) == 10 and f[6] == "-":
+        if len(f) == 10 and f[6] == "-":  # no optional fields: most mounts
+            mount_id, parent_id, device, root, point, opts, _, fstype, source, sopts = f
             prop = PRIVATE
         else:
             try:
@@ -352,32 +359,28 @@ def _parse_text(text: str) -> list[MountEntry]:
                 raise _NotSimple from None
             if len(f) != sep + 4:
                 raise _NotSimple
-            prop = _propagation(propagations, f[6:sep], number)
-            f = f[:6] + f[sep:]
-        ids, device, root, point, opts, _, fstype, source, sopts = (f[0] + f[1], *f[2:])
-        if not (ids.isdigit() and (ascii_only or ids.isascii()) and root and point and opts):
+            mount_id, parent_id, device, root, point, opts = f[:6]
+            fstype, source, sopts = f[sep + 1 :]
+            prop = propagations.get(" ".join(f[6:sep])) or _propagation(propagations, f[6:sep])
+        # isdigit() is False for "": the ids are there. Non-ASCII digits pass it: not here.
+        if not (mount_id.isdigit() and parent_id.isdigit() and root and point and opts):
             raise _NotSimple
-        if not (fstype and sopts and f[0] and f[1]):
+        if not (fstype and sopts and (ascii_only or (mount_id + parent_id).isascii())):
             raise _NotSimple
-        dev = devices.get(device)
-        if dev is None:
-            major, _, minor = device.partition(":")
-            if not ((major + minor).isdigit() and major and minor and device.isascii()):
-                raise _NotSimple
-            dev = devices[device] = (int(major), int(minor))
+        dev = devices.get(device) or _device(devices, device)
         if escaped and "\\" in line:
             root, point, fstype, source = map(unescape, (root, point, fstype, source))
-        mount_options = options.get(opts) or _split_options(options, opts)
         append(
             new_entry(
                 MountEntry,
                 (
-                    int(f[0]),
-                    int(f[1]),
-                    *dev,
+                    int(mount_id),
+                    int(parent_id),
+                    dev[0],
+                    dev[1],
                     root,
                     point,
-                    mount_options,
+                    options.get(opts) or _split_options(options, opts),
                     fstype,
                     source,
                     super_options.get(sopts) or _split_options(super_options, sopts),

@@ -289,9 +289,12 @@ def findmnt_file(path: str) -> list[dict[str, object]]:
     out = subprocess.run(
         ["findmnt", "--tab-file", path, "--json", "--list", "--nofsroot", "-o", FINDMNT_COLUMNS],
         capture_output=True,
-        check=True,
-    ).stdout
-    return list(json.loads(os.fsdecode(out))["filesystems"])
+        check=False,
+    )
+    if out.returncode == 1 and not out.stdout:  # it found nothing it could read
+        return []
+    out.check_returncode()
+    return list(json.loads(os.fsdecode(out.stdout))["filesystems"])
 
 
 def as_findmnt(entry: MountEntry) -> dict[str, object]:
@@ -334,4 +337,7 @@ def test_findmnt_reads_generated_tables_the_same(table: list[MountEntry]) -> Non
         f.flush()
         shown = findmnt_file(f.name)
     assert parse_mountinfo(data) == table
-    assert shown == [as_findmnt(e) for e in table]
+    # With its trailing \r gone, a line whose super options were that \r alone has none:
+    # libmount skips it as a parse error.
+    readable = [e for e in table if ",".join(e.super_options).removesuffix("\r")]
+    assert shown == [as_findmnt(e) for e in readable]

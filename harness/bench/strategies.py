@@ -1,4 +1,4 @@
-"""``nox -s bench``: each strategy's speed as a ratio to its feature's last-resort fallback.
+"""Each strategy's speed as a ratio to its feature's last-resort fallback.
 
 The strategies of a feature run side by side, interleaved round by round on the same scratch
 tmpfs in a private mount namespace, so drift in the machine's speed hits them alike; the
@@ -8,10 +8,8 @@ which every kernel has). Never an assertion: numbers for a person, in results/be
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -113,12 +111,11 @@ def run_feature(
     }
 
 
-def main() -> int:
-    if os.geteuid() != 0:
-        print("the benchmark mounts: run it as root", file=sys.stderr)
-        return 2
+def run() -> dict[str, Any]:
+    """Every feature of BENCHES, in this process's own private mount namespace; prints one
+    line per strategy and returns the figures by feature."""
     private_mount_namespace()
-    results: dict[str, Any] = {"kernel": os.uname().release}
+    results: dict[str, Any] = {}
     for feature, (make, strategies) in BENCHES.items():
         base = Path(tempfile.mkdtemp(prefix="mountcompat-bench."))
         sys_.mount("bench", base, "tmpfs", 0, "size=64m")
@@ -133,12 +130,4 @@ def main() -> int:
                 f"{feature:<15} {s:<16} {r['median_us']:>10.1f} us  x{r['ratio']:<6} "
                 f"(reference: {ref})"
             )
-    out = Path(__file__).resolve().parent.parent / "results" / "bench.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written: {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return results

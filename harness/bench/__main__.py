@@ -1,0 +1,48 @@
+"""``python -m harness.bench [--only strategies|mounttable] [--sizes 100,1000,10000]``.
+
+Writes results/bench.json: the strategies' figures by feature at the top level (as before),
+the mount table's under ``mount_table``; prints both, the latter also as markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.bench import mounttable, strategies
+from harness.files import write_json
+
+OUT = Path(__file__).resolve().parents[2] / "results" / "bench.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__)
+    parser.add_argument("--only", choices=("strategies", "mounttable"))
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(s) for s in mounttable.SIZES),
+        help="mount table sizes, comma-separated (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the benchmark mounts: run it as root", file=sys.stderr)
+        return 2
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    results: dict[str, Any] = {"kernel": os.uname().release}
+    if args.only != "mounttable":
+        results.update(strategies.run())
+    if args.only != "strategies":
+        table = mounttable.run(sizes)
+        results["mount_table"] = table
+        print(mounttable.markdown(table))
+    OUT.parent.mkdir(exist_ok=True)
+    write_json(OUT, results)
+    print(f"written: {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
