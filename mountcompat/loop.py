@@ -124,6 +124,7 @@ def _grab(request: _Request, configure: Configure) -> tuple[int, int]:
     LOOP_CONFIGURE/LOOP_SET_FD), or be letting it go (ENXIO from open: lo_open refuses a
     device in Lo_rundown, which LOOP_CLR_FD and the last close of an autoclear device go
     through), or devtmpfs may not have made its node yet (ENOENT). Each means: take another."""
+    last = errno.EBUSY
     with open(CONTROL, "rb", buffering=0) as control:
         for attempt in range(GRAB_ATTEMPTS):
             number = _ioctl(control.fileno(), C.LOOP_CTL_GET_FREE, 0, "LOOP_CTL_GET_FREE")
@@ -132,8 +133,10 @@ def _grab(request: _Request, configure: Configure) -> tuple[int, int]:
             except OSError as exc:
                 if exc.errno not in TAKEN_MEANWHILE:
                     raise
+                last = exc.errno or last
             time.sleep(_backoff(attempt))
-    raise raise_errno(errno.EBUSY, "loop attach", (request.backing, f"{GRAB_ATTEMPTS} attempts"))
+    taken = f"{GRAB_ATTEMPTS} free devices, each taken by another process first"
+    raise raise_errno(last, "loop attach", (request.backing, taken))
 
 
 def _configure(dev_fd: int, request: _Request) -> None:

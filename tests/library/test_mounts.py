@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,3 +65,24 @@ def test_unmount_says_when_it_detached_lazily(target: Path) -> None:
         os.fchdir(cwd)
         os.close(cwd)
     assert not mounted(target)
+
+
+def test_a_loop_attach_that_never_wins_says_so(
+    monkeypatch: pytest.MonkeyPatch, target: Path
+) -> None:
+    """Every device LOOP_CTL_GET_FREE names is gone by the time it is opened (a double plays
+    the other processes): the attempts are bounded and the error says what happened."""
+    from mountcompat import attach_loop, loop
+
+    monkeypatch.setattr(loop, "GRAB_ATTEMPTS", 3)
+
+    def taken(number: int, mode: int) -> int:
+        raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), f"/dev/loop{number}")
+
+    monkeypatch.setattr(loop, "_open_device", taken)
+    backing = target / "backing.img"
+    backing.write_bytes(b"\0" * 4096)
+    with pytest.raises(OSError) as caught:
+        attach_loop(backing)
+    assert caught.value.errno == errno.ENXIO
+    assert "3 free devices, each taken by another process first" in str(caught.value)
