@@ -135,6 +135,10 @@ def run_suites(
         str(suites),
         "-p",
         "no:cacheprovider",
+        # Named here as well as in pyproject.toml: suites of the user's own (--suites) have
+        # no such file, and the plugin acts only where it is asked for.
+        "-p",
+        "mountcompat.testing.plugin",
         f"--junitxml={results / 'junit.xml'}",
         f"--mountcompat-results={results / 'outcomes.json'}",
         f"--mountcompat-scratch={scratch}",

@@ -94,9 +94,11 @@ class ResultStore:
         return kept
 
     def clean(self) -> None:
-        """Remove this run's staging directory (empty once every kernel is committed) and
-        any left by runs that died without cleaning up."""
-        shutil.rmtree(self.root / STAGING, ignore_errors=True)
+        """Remove this run's staging directory (empty once every kernel is committed); other
+        runs' are theirs (the host column can be written while a matrix runs)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.staging.parent.rmdir()
 
 
 def check_writable(root: Path) -> None:

@@ -42,6 +42,7 @@ def harness(tmp_path: Path, *args: str, config: str = KERNEL, **env: str) -> tup
         text=True,
         timeout=120,
         env={**os.environ, **env},
+        check=False,
     )
     return done.returncode, done.stdout + done.stderr
 

@@ -6,28 +6,31 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from guests import (
+    BULLSEYE,
+    fetch_kernel,
+    harness,
+    our_processes,
+    status,
+    wait_for_guest,
+    write_config,
+)
 
-from harness.config import DebianSource, KernelSpec
+from harness.config import KernelSpec
 from harness.fetch.download import TRANSFERS
 from harness.fetch.kernels import Fetcher, KernelTree, default_cache
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
-REPO = Path(__file__).resolve().parents[2]
-SMALL_SUITE = ["-k", "test_plain_path or test_tmpfs_is_mounted"]
 
 
 @pytest.fixture(scope="module")
 def kernel() -> KernelTree:
-    """Debian's 5.10 cloud kernel through the harness's own fetcher (cached after once)."""
-    spec = KernelSpec("fetch", "", DebianSource("bullseye", "linux-image-5.10.0-*-cloud-amd64"))
-    return Fetcher(cache=default_cache()).fetch(spec)
+    return fetch_kernel()
 
 
 def test_a_second_fetch_downloads_nothing(kernel: KernelTree) -> None:
@@ -35,63 +38,11 @@ def test_a_second_fetch_downloads_nothing(kernel: KernelTree) -> None:
 
     debian_archive._LOADED.clear()  # as a new run would: the index comes from the disk cache
     before = TRANSFERS.bytes
-    spec = KernelSpec("fetch", "", DebianSource("bullseye", "linux-image-5.10.0-*-cloud-amd64"))
+    spec = KernelSpec("fetch", "", BULLSEYE)
     again = Fetcher(cache=default_cache()).fetch(spec)
     assert again.vmlinuz == kernel.vmlinuz
     assert TRANSFERS.bytes == before
     assert all(len(p["sha256"]) == 64 for p in again.packages)
-
-
-def write_config(path: Path, kernel: KernelTree, tag: str, entries: dict[str, str]) -> None:
-    lines = ["kernels:"]
-    for name, extra in entries.items():
-        lines += [
-            f"  - name: {name}-{tag}",
-            f"    note: {name}",
-            "    source:",
-            f"      local: {{vmlinuz: {kernel.vmlinuz}, modules: {kernel.modules}}}",
-        ]
-        lines += [f"    {line}" for line in extra.splitlines() if line]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def our_processes(tag: str) -> list[str]:
-    """qemu, virtiofsd or vng processes of this test's guests still alive."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if tag in text and "pytest" not in text:
-            found.append(text[:200])
-    return found
-
-
-def harness(config: Path, results: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "--config",
-            str(config),
-            "--results",
-            str(results),
-            "--allow-surprises",
-            *extra,
-            "--",
-            *SMALL_SUITE,
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def status(results: Path, name: str) -> dict[str, object]:
-    return dict(json.loads((results / name / "kernel.json").read_text()))
 
 
 def test_panic_and_timeout_do_not_stop_the_others(tmp_path: Path, kernel: KernelTree) -> None:
@@ -131,9 +82,7 @@ def test_interrupt_stops_everything_and_keeps_results(tmp_path: Path, kernel: Ke
     config, results = tmp_path / "kernels.yaml", tmp_path / "results"
     write_config(config, kernel, tag, {"first": "", "second": ""})
     proc = harness(config, results, "--jobs", "1")
-    deadline = time.monotonic() + 300
-    while not our_processes(f"first-{tag}") and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_guest(f"first-{tag}", proc)
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)

@@ -50,5 +50,5 @@ def test_reproduce_script_makes_its_own_results_and_disk() -> None:
     assert "vng --verbose --run '/c/v m'" in text
     # Neither the run's own results nor its scratch disk, both gone or precious later.
     assert "/r/6.1" not in text and "/t/scratch.img" not in text
-    assert "--rwdir \"$RESULTS\"" in text and "--disk \"$DISK\"" in text
+    assert '--rwdir "$RESULTS"' in text and '--disk "$DISK"' in text
     assert "--results '\"$RESULTS\"'" in text

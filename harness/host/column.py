@@ -1,0 +1,151 @@
+"""``python -m harness.host.column [--results DIR] [-- PYTEST ARGS]``: the tests on this host,
+kept as the host's own column of the matrix.
+
+``nox -s tests`` runs the library's, the suites' and the harness's tests on the host kernel
+through this module. The suites give verdicts there as in any guest; this module keeps them
+as ``results/host`` (kernel.json, outcomes.json, junit.xml, the kernel's release, symbols and
+config from /boot or /proc/config.gz), judged by the same rules as a guest's, so the report
+shows the host beside the kernels of the matrix. Its exit status is pytest's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.files import write_json
+from harness.guest.__main__ import kernel_facts
+from harness.run.results import ResultStore, new_run_id
+
+NAME = "host"
+ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}
+REPO = Path(__file__).resolve().parent.parent.parent
+WORKERS = ["-n", "2", "--dist", "loadfile"]  # guests of the harness's tests boot meanwhile
+
+
+def kernel_config(release: str) -> bytes | None:
+    """The running kernel's config: /boot/config-<release>, else /proc/config.gz."""
+    try:
+        return Path(f"/boot/config-{release}").read_bytes()
+    except OSError:
+        pass
+    try:
+        return gzip.decompress(Path("/proc/config.gz").read_bytes())
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+
+
+def run_pytest(staged: Path, user_args: list[str]) -> tuple[int, float]:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *WORKERS,
+        f"--junitxml={staged / 'junit.xml'}",
+        f"--mountcompat-results={staged / 'outcomes.json'}",
+        *user_args,
+    ]
+    started = time.monotonic()
+    with (staged / "pytest.log").open("w") as log:
+        proc = subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        status = proc.wait()
+    return status, time.monotonic() - started
+
+
+def verdict(staged: Path, status: int, selected: bool) -> tuple[str, str]:
+    """The same rule as a guest's: pytest ran (0, or 1 for failed tests) and every
+    (feature, strategy) of the library has a verdict (unless the run was narrowed)."""
+    if status not in (0, 1):
+        return "no-verdicts", f"pytest exited {status}"
+    try:
+        outcomes = json.loads((staged / "outcomes.json").read_text())
+    except (OSError, ValueError) as exc:
+        return "no-verdicts", f"no readable outcomes.json: {exc}"
+    have = {
+        (c["feature"], c["strategy"])
+        for c in outcomes.get("cells", [])
+        if c.get("outcome") in ("works", "unsupported", "broken")
+    }
+    missing = [
+        f"{f['id']}/{s}"
+        for f in outcomes.get("features", [])
+        for s in f["strategies"]
+        if (f["id"], s) not in have
+    ]
+    if missing and not selected:
+        return "no-verdicts", f"no verdict for {', '.join(missing[:5])}"
+    return "ok", "the suites ran on the host kernel"
+
+
+def write_column(
+    staged: Path, status: int, seconds: float, user_args: list[str], run_id: str
+) -> dict[str, Any]:
+    release = platform.release()
+    (staged / "uname.txt").write_text(release + "\n")
+    (staged / "proc-version.txt").write_text(Path("/proc/version").read_text())
+    kernel_facts(staged)
+    config = kernel_config(release)
+    if config is not None:
+        (staged / "config").write_bytes(config)
+    write_json(
+        staged / "guest.json",
+        {"release": release, "pytest_exit": status, "suites_seconds": seconds},
+    )
+    state, detail = verdict(staged, status, bool(user_args))
+    record = {
+        "name": NAME,
+        "host": True,
+        "note": "This machine's own kernel, as `nox -s tests` found it.",
+        "tags": ["host"],
+        "arch": ARCH.get(platform.machine(), platform.machine()),
+        "source": f"the running kernel of {platform.node()}",
+        "status": state,
+        "detail": detail,
+        "run_id": run_id,
+        "pytest_args": user_args,
+        "wall_seconds": round(seconds, 1),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "accelerator": None,
+        "evidence": [],
+    }
+    write_json(staged / "kernel.json", record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.host.column")
+    parser.add_argument("--results", type=Path, default=REPO / "results")
+    parser.add_argument("pytest_args", nargs="*")
+    args = parser.parse_args(argv)
+    results: Path = args.results.resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(results, new_run_id())
+    staged = store.stage(NAME)
+    status, seconds = run_pytest(staged, args.pytest_args)
+    record = write_column(staged, status, seconds, args.pytest_args, store.run_id)
+    store.commit(NAME, staged, record["status"])
+    store.clean()
+    print(
+        f"host column: {record['status']} ({record['detail']}): {results / NAME}", file=sys.stderr
+    )
+    return status
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

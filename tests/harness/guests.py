@@ -1,0 +1,105 @@
+"""Shared by the tests that boot real guests: a cached kernel, configs, the harness as a
+process, and a look for processes it may have left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.config import DebianSource, KernelSpec
+from harness.fetch.kernels import Fetcher, KernelTree, default_cache
+
+REPO = Path(__file__).resolve().parents[2]
+# Two quick tests, one of each kind of cell: enough for a kernel to be "ok" under a selection.
+SMALL_SUITE = ["-k", "test_plain_path or test_tmpfs_is_mounted"]
+BULLSEYE = DebianSource("bullseye", "linux-image-5.10.0-*-cloud-amd64")
+
+
+def fetch_kernel() -> KernelTree:
+    """Debian's 5.10 cloud kernel through the harness's own fetcher (cached after once)."""
+    return Fetcher(cache=default_cache()).fetch(KernelSpec("fetch", "", BULLSEYE))
+
+
+def write_config(path: Path, kernel: KernelTree, tag: str, entries: dict[str, str]) -> None:
+    lines = ["kernels:"]
+    for name, extra in entries.items():
+        lines += [
+            f"  - name: {name}-{tag}",
+            f"    note: {name}",
+            "    source:",
+            f"      local: {{vmlinuz: {kernel.vmlinuz}, modules: {kernel.modules}}}",
+        ]
+        lines += [f"    {line}" for line in extra.splitlines() if line]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _is_vm_stack(argv: list[str]) -> bool:
+    """qemu, virtiofsd (also run through its own loader) or vng."""
+    names = [Path(a).name for a in argv[:3]]
+    return (
+        names[0].startswith("qemu-system")
+        or any(n == "virtiofsd" or n.startswith("ld-linux") for n in names)
+        or "vng" in names
+    )
+
+
+def our_processes(tag: str) -> list[str]:
+    """qemu, virtiofsd or vng processes of this test's guests still alive (their command
+    lines name the guest, which carries the test's tag). Zombies have no command line."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if argv[0] and _is_vm_stack(argv) and tag in " ".join(argv):
+            found.append(" ".join(argv)[:300])
+    return found
+
+
+def wait_for_guest(tag: str, proc: subprocess.Popen[str], seconds: float = 300) -> None:
+    """Until a qemu of ``tag`` runs; fails at once, with its output, if ``proc`` ends."""
+    deadline = time.monotonic() + seconds
+    while not any(p.split(" ")[0].endswith("/qemu-system-x86_64") for p in our_processes(tag)):
+        if proc.poll() is not None:
+            raise AssertionError(f"ended before a guest started: {proc.communicate()[0]}")
+        assert time.monotonic() < deadline, f"no guest of {tag} started"
+        time.sleep(0.2)
+
+
+def gone_within(tag: str, seconds: float) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := our_processes(tag)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def harness(
+    config: Path, results: Path, *extra: str, pytest_args: list[str] | None = None
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "--config",
+            str(config),
+            "--results",
+            str(results),
+            "--allow-surprises",
+            *extra,
+            "--",
+            *(SMALL_SUITE if pytest_args is None else pytest_args),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def status(results: Path, name: str) -> dict[str, object]:
+    return dict(json.loads((results / name / "kernel.json").read_text()))

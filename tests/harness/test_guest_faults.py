@@ -1,0 +1,132 @@
+"""Real guests whose suites cannot give verdicts, whose tests hang, whose QEMU refuses to
+start; and the evidence a run leaves, replayed by hand afterwards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from guests import REPO, fetch_kernel, harness, our_processes, status, write_config
+
+from harness.fetch.kernels import KernelTree
+from mountcompat.testing.plugin import BASE_TIMEOUT
+from mountcompat.testing.slowness import TCG_FACTOR
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def kernel() -> KernelTree:
+    return fetch_kernel()
+
+
+def suites_with(tmp_path: Path, name: str, text: str) -> Path:
+    """The repository's suites plus one file of the test's own."""
+    suites = tmp_path / "suites"
+    shutil.copytree(REPO / "suites", suites, ignore=shutil.ignore_patterns("__pycache__"))
+    (suites / name).write_text(text)
+    return suites
+
+
+@pytest.mark.parametrize(
+    ("injected", "says"),
+    [
+        ("def test_x(:\n    pass\n", "SyntaxError"),
+        ("import no_such_module_anywhere\n", "ModuleNotFoundError"),
+    ],
+    ids=["syntax-error", "missing-import"],
+)
+def test_suites_that_cannot_be_collected_give_no_verdicts(
+    tmp_path: Path, kernel: KernelTree, injected: str, says: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"broken": ""})
+    suites = suites_with(tmp_path, "test_injected.py", injected)
+    proc = harness(config, results, "--suites", str(suites), pytest_args=[])
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out  # a kernel that did not complete
+    info = status(results, f"broken-{tag}")
+    assert info["status"] == "no-verdicts", info
+    assert "pytest exited 2" in str(info["detail"])
+    assert any(says in line for line in info["evidence"]), info["evidence"]  # type: ignore[attr-defined]
+    matrix = json.loads((results / "matrix.json").read_text())
+    assert {c["outcome"] for c in matrix["cells"]} == {"not-run"}
+    assert our_processes(tag) == []
+
+
+HANGS = """
+import time
+import pytest
+
+@pytest.mark.strategy("path.resolve", "userspace")
+def test_hangs_forever():
+    time.sleep(100000)
+"""
+
+
+def test_a_hung_test_costs_that_test_not_the_kernel(tmp_path: Path, kernel: KernelTree) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"hangs": "timeout: 600"})
+    suites = suites_with(tmp_path, "test_hangs.py", HANGS)
+    # A short per-test limit from the command line (pytest-timeout's order: it wins over
+    # the plugin's default), so that the test does not wait out the default.
+    selection = ["-k", "test_hangs_forever or test_plain_path", "--timeout=20"]
+    proc = harness(config, results, "--suites", str(suites), pytest_args=selection)
+    out, _ = proc.communicate(timeout=800)
+    info = status(results, f"hangs-{tag}")
+    assert info["status"] == "ok", (info, out)
+    outcomes = json.loads((results / f"hangs-{tag}" / "outcomes.json").read_text())
+    tests = {t["nodeid"].split("::")[-1]: t for t in outcomes["tests"]}
+    hung = tests["test_hangs_forever"]
+    assert hung["verdict"] == "broken" and "Timeout" in hung["message"], hung
+    assert "time.sleep" in hung["message"], "the hung test's traceback is its evidence"
+    assert tests["test_plain_path"]["verdict"] == "works"  # the rest still ran
+
+
+def test_the_default_per_test_limit_is_far_below_the_kernels() -> None:
+    """Under TCG the plugin's default per-test limit leaves room for many hung tests within
+    one kernel's default deadline (kernels.yaml: 1200 s)."""
+    assert BASE_TIMEOUT * TCG_FACTOR <= 1200 / 4
+
+
+def test_a_boot_qemu_refuses_says_why(tmp_path: Path, kernel: KernelTree) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"nocpu": 'tcg_cpu: "no-such-cpu-model"'})
+    proc = harness(config, results, "--accel", "tcg")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out
+    info = status(results, f"nocpu-{tag}")
+    assert info["status"] == "boot-failed", info
+    evidence = "\n".join(info["evidence"])  # type: ignore[arg-type]
+    assert "no-such-cpu-model" in evidence, evidence  # QEMU's own words
+    assert our_processes(tag) == []
+
+
+def test_reproduce_sh_boots_the_kernel_again_after_the_run(
+    tmp_path: Path, kernel: KernelTree
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"again": ""})
+    proc = harness(config, results)
+    out, _ = proc.communicate(timeout=600)
+    assert status(results, f"again-{tag}")["status"] == "ok", out
+    script = results / f"again-{tag}" / "reproduce.sh"
+    replay = tmp_path / "replay"
+    done = subprocess.run(
+        ["sh", str(script), str(replay)], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    guest = json.loads((replay / "guest.json").read_text())
+    assert guest["release"] == kernel.release and guest["pytest_exit"] == 0
+    assert json.loads((replay / "outcomes.json").read_text())["cells"]
+    # The run's own results are untouched by the replay.
+    assert status(results, f"again-{tag}")["status"] == "ok"
+    assert our_processes(tag) == []
