@@ -39,7 +39,7 @@ from mountcompat.mounttable import (
     read_mountinfo,
     unescape,
 )
-from mountcompat.strategy import Strategy, feature
+from mountcompat.strategy import Strategy, feature, register_cache
 
 # struct statmount (include/uapi/linux/mount.h) up to sb_source (6.13); 512 bytes in all
 # before its strings. Offsets of strings are from the start of str[].
@@ -254,6 +254,7 @@ def parse_statmount(buf: bytes, known: int = STATMOUNT_OPTIONAL) -> MountEntry:
 
 LISTMOUNT_BATCH = 8192
 _accepted_mask: list[int] = []  # the mask this kernel takes, learnt on the first listing
+register_cache(_accepted_mask.clear)
 
 
 def all_mount_ids() -> list[int]:
@@ -295,11 +296,20 @@ def _stat_all(ids: Iterable[int], mask: int) -> list[MountEntry]:
 
 def _statmount() -> list[MountEntry]:
     """listmount + statmount (6.8). Before 6.8: ENOSYS. Fields arrive over several releases
-    (mount options 6.11, source and subtype 6.13): a kernel that refuses the newer mask bits
-    (EINVAL) is asked with the basic ones from then on, and what it does not fill in stays
-    unknown (None, ()). Preferred: no text to parse, 64-bit ids that are never reused."""
+    (mount options 6.11, source and subtype 6.13): what a kernel does not fill in stays
+    unknown (None, ()), and one that refuses the newer mask bits (EINVAL) is asked with an
+    older release's set from then on. Preferred: 64-bit ids that are never reused, no text
+    to parse. Slower than mountinfo all the same: on 6.18 the kernel spends about 2.5 times
+    as long on a statmount call as on a mountinfo line (docs/performance.md)."""
     ids = all_mount_ids()
-    masks = _accepted_mask or [STATMOUNT_WANTED, STATMOUNT_BASIC]
+    # util-linux asks for the newer bits whatever the kernel (libmount/src/fs_statmount.c),
+    # so older kernels must leave bits they do not know out of the returned mask; should one
+    # refuse them (EINVAL) instead, each release's set is tried in turn.
+    masks = _accepted_mask or [
+        STATMOUNT_WANTED,
+        STATMOUNT_BASIC | C.STATMOUNT_MNT_OPTS,
+        STATMOUNT_BASIC,
+    ]
     for mask in masks:
         try:
             entries = _stat_all(ids, mask)
@@ -340,6 +350,7 @@ def list_mounts(force: str | None = None) -> list[MountEntry]:
 # --- the mount at a path ------------------------------------------------------------------
 
 _statx_has_mnt_id: list[bool] = []  # learnt on first use
+register_cache(_statx_has_mnt_id.clear)
 
 
 def _fdinfo_mount_id(path: str | os.PathLike[str]) -> int:

@@ -226,7 +226,9 @@ def bench_overlay(base: Path) -> dict[str, Any]:
     ops = {"library mount_overlay + close": library, reference: tool}
     mark = LOG.mark()
     library()
-    used = sorted({r.strategy for r in LOG.since(mark) if r.outcome == "used"})
+    used = [
+        r.strategy for r in LOG.since(mark) if r.outcome == "used" and r.feature == "overlay.layers"
+    ]
     tool()
     medians = interleaved(ops, 15, 5)
     return {"reference": reference, "strategy": used, "operations": _figures(medians, reference)}
