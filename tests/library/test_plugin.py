@@ -92,3 +92,44 @@ def test_namespace():
     assert os.readlink("/proc/self/ns/mnt") != os.environ["OUTER_NS"]
 """)
     pytester.runpytest_subprocess("-p", "mountcompat.testing.plugin").assert_outcomes(passed=1)
+
+
+TIMEOUTS = """
+import pytest
+
+def test_default(request):
+    print("TIMEOUT", request.config._env_timeout)
+
+@pytest.mark.timeout(3)
+def test_marker(request):
+    marker = request.node.get_closest_marker("timeout")
+    print("MARKER", marker.args[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [("nothing", "default"), ("command line", "7.0"), ("environment", "9.0"), ("ini", "11.0")],
+)
+def test_pytest_timeouts_own_order_is_kept(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str, expected: str
+) -> None:
+    """The plugin's default applies only where pytest-timeout has none from the command line,
+    PYTEST_TIMEOUT or the ini file; a marker still wins per test."""
+    from mountcompat.testing.plugin import BASE_TIMEOUT
+    from mountcompat.testing.slowness import timeout_factor
+
+    monkeypatch.delenv("PYTEST_TIMEOUT", raising=False)
+    pytester.makepyfile(TIMEOUTS)
+    args = ["-s", "-p", "mountcompat.testing.plugin"]
+    if how == "command line":
+        args.append("--timeout=7")
+    elif how == "environment":
+        monkeypatch.setenv("PYTEST_TIMEOUT", "9")
+    elif how == "ini":
+        pytester.makeini("[pytest]\ntimeout = 11\n")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=2)
+    want = str(BASE_TIMEOUT * timeout_factor()) if expected == "default" else expected
+    assert f"TIMEOUT {want}" in result.stdout.str()
+    assert "MARKER 3" in result.stdout.str()
