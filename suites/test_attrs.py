@@ -304,8 +304,13 @@ def test_not_a_mount_point_is_the_requests_fault(workdir: Path) -> None:
     with pytest.raises(OSError) as caught:
         set_mount_attrs(plain, MountAttr.NOEXEC)
     expect_errno(caught.value, errno.EINVAL)
-    assert "mount_setattr" in str(caught.value)
     records = [r for r in LOG.since(since) if r.feature == "mount.attr"]
+    # The error names the operation of the strategy that failed: mount_setattr from 5.12,
+    # the remount before.
+    operation = {"mount-setattr": "mount_setattr", "remount": "remount"}[records[-1].strategy]
+    assert operation in str(caught.value), caught.value
     # Before 5.12 mount-setattr is passed over for ENOSYS, and remount says the same.
     assert records[-1].outcome == "failed", records
-    assert all(r.outcome == "unsupported" and r.errno == errno.ENOSYS for r in records[:-1])
+    assert all(
+        r.outcome in ("unsupported", "skipped") and r.errno == errno.ENOSYS for r in records[:-1]
+    ), records

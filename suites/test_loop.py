@@ -22,8 +22,20 @@ from mountcompat import attach_loop
 from mountcompat.choices import LOG
 from mountcompat.loop import LOOP_ATTACH, LOOP_CONFIGURE_KNOWN, _Request, sysfs_loop
 from mountcompat.testing.leaks import loop_backings
+from mountcompat.testing.slowness import timeout_factor
 
 SIZE = 1 << 20
+CYCLES = 50 if timeout_factor() == 1 else 10
+
+
+def nothing_of_ours_attached(directory: Path, seconds: float = 10.0) -> bool:
+    """True once no loop device is backed by a file under ``directory``."""
+    deadline = time.monotonic() + seconds
+    while any(b.startswith(f"{directory}/") for b in loop_backings().values()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def backing_file(directory: Path, name: str = "backing.img") -> tuple[Path, bytes]:
@@ -163,7 +175,9 @@ class LoopContract(Contract):
     def test_eight_processes_fifty_cycles(self, workdir: Path, autoclear: bool) -> None:
         """8 processes x 50 cycles of attach, check, detach: every attach succeeds, no device
         is handed to two holders at once (each sees its own file behind its device, and the
-        holding times of one device never overlap), and none is left attached."""
+        holding times of one device never overlap), and none is left attached. Under an
+        emulated CPU (the matrix's guests) 8 x 10: the race is the same, each cycle costs
+        a hundred times more."""
         files = [backing_file(workdir, f"c{i}.img")[0] for i in range(8)]
         mine, _ = backing_file(workdir, "parent.img")
         # This process holds a device all along (and is the one whose choice log the
@@ -176,16 +190,17 @@ class LoopContract(Contract):
         assert children.statuses == [0] * 8, (children.statuses, reports)
         failures = [f for r in reports for f in r["failures"]]
         assert not failures, failures
-        assert sum(r["ok"] for r in reports) == 400
+        assert sum(r["ok"] for r in reports) == 8 * CYCLES
         assert_never_shared([hold for r in reports for hold in r["holds"]])
-        for device, backing in loop_backings().items():
-            assert not backing.startswith(str(workdir)), f"{device} left attached to {backing}"
+        # A detach with another opener (udev probing the device, say) is only marked
+        # autoclear (seen on 5.10) and happens when that opener lets go.
+        assert nothing_of_ours_attached(workdir), loop_backings()
 
     def _cycles(
         self, path: Path, autoclear: bool, answer: Callable[[str], None], wait: Callable[[], None]
     ) -> None:
         report: dict[str, Any] = {"ok": 0, "failures": [], "holds": []}
-        for _ in range(50):
+        for _ in range(CYCLES):
             try:
                 with attach_loop(path, autoclear=autoclear, force=self.strategy) as dev:
                     start = time.monotonic()
