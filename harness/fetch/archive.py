@@ -121,7 +121,7 @@ class SuiteIndex:
 
 
 def _verify_signature(inrelease: Path) -> str:
-    """"verified" when gpgv accepts InRelease's signature with the archive keyring; why not
+    """ "verified" when gpgv accepts InRelease's signature with the archive keyring; why not
     when either is missing (recorded, shown first in the report, an error with
     --require-signatures); a bad signature is a FetchError."""
     keyring = Path(os.environ.get(KEYRING_VAR, KEYRING))

@@ -126,10 +126,17 @@ def relay(line: str) -> None:
 
 
 def run_suites(
-    results: Path, repo: Path, suites: Path, scratch: str, pytest_args: list[str]
+    results: Path,
+    repo: Path,
+    suites: Path,
+    scratch: str,
+    pytest_args: list[str],
+    profile: bool = False,
 ) -> int:
+    profiler = ["-m", "cProfile", "-o", str(results / "pytest.prof")] if profile else []
     cmd = [
         sys.executable,
+        *profiler,
         "-m",
         "pytest",
         str(suites),
@@ -139,20 +146,46 @@ def run_suites(
         # no such file, and the plugin acts only where it is asked for.
         "-p",
         "mountcompat.testing.plugin",
+        # Plugins the host's tests use and the guest does not: not even imported.
+        "-p",
+        "no:xdist",
+        "-p",
+        "no:hypothesispytest",
         f"--junitxml={results / 'junit.xml'}",
         f"--mountcompat-results={results / 'outcomes.json'}",
         f"--mountcompat-scratch={scratch}",
         *pytest_args,
     ]
+    # Lines as pytest writes them (not a pipe's blocks), so that the host times each one as
+    # it happens; wide enough that a file's progress never wraps onto a second line.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     with (results / "pytest.log").open("w") as log:
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo, env=env
         )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
             relay(line)
-        return proc.wait()
+        status = proc.wait()
+    if profile:
+        write_profile(results)
+    return status
+
+
+def write_profile(results: Path) -> None:
+    """The profile's 60 most expensive functions, cumulative, as text beside the raw file."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    try:
+        pstats.Stats(str(results / "pytest.prof"), stream=out).sort_stats("cumulative").print_stats(
+            60
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        out.write(f"no profile: {exc}\n")
+    write(results, "pytest-profile.txt", out.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--repo", type=Path, required=True)
     parser.add_argument("--suites", type=Path, help="default: the repository's suites/")
+    parser.add_argument("--profile", action="store_true", help="run pytest under cProfile")
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
     results: Path = args.results
@@ -180,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     say("running the suites")
     suites_started = time.time()
     suites = args.suites or args.repo / "suites"
-    pytest_status = run_suites(results, args.repo, suites, scratch["path"], args.pytest_args)
+    pytest_status = run_suites(
+        results, args.repo, suites, scratch["path"], args.pytest_args, args.profile
+    )
     suites_seconds = time.time() - suites_started
     mark("suites-done", f"pytest exit {pytest_status}")
     probe = run(

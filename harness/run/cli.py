@@ -112,6 +112,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time a bare `vng --run <vmlinuz> --exec true` per kernel",
     )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the guests' pytest under cProfile (pytest.prof, pytest-profile.txt)",
+    )
     p.add_argument("pytest_args", nargs="*", help="extra arguments for pytest in the guests")
     return p
 
@@ -144,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         allow_surprises=args.allow_surprises,
         measure_bare_boot=args.measure_bare_boot,
         require_signatures=args.require_signatures,
+        profile=args.profile,
     )
     with MatrixUI(console) as ui:
         return MatrixRun(options, ui).run()

@@ -84,6 +84,7 @@ class RunContext:
     pytest_args: list[str] = field(default_factory=list)
     suites: Path | None = None
     measure_bare_boot: bool = False
+    profile: bool = False
 
 
 class KernelRun:
@@ -154,6 +155,7 @@ class KernelRun:
             "--repo",
             str(self.ctx.repo),
             *(["--suites", str(self.ctx.suites)] if self.ctx.suites else []),
+            *(["--profile"] if self.ctx.profile else []),
             "--",
             *self.ctx.pytest_args,
         )

@@ -24,6 +24,7 @@ from harness.errors import FetchError, UsageError
 from harness.fetch.download import TRANSFERS
 from harness.fetch.mirror import debian_mirror
 from harness.files import write_json
+from harness.host.bytecode import warm
 from harness.host.facts import HostFacts, prepare_host
 from harness.run.kernel import KernelRun, RunContext
 from harness.run.results import ResultStore, check_writable, exclusive, new_run_id
@@ -49,6 +50,7 @@ class MatrixOptions:
     allow_surprises: bool = False
     measure_bare_boot: bool = False
     require_signatures: bool = False
+    profile: bool = False
 
 
 def default_jobs() -> int:
@@ -101,6 +103,7 @@ class MatrixRun:
         self.kernels: list[KernelRun] = []
         self.facts: HostFacts | None = None
         self._preparing = True  # host preparation and fetching: a signal interrupts them
+        self.bytecode_seconds: float | None = None
 
     # --- signals ---------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -140,6 +143,7 @@ class MatrixRun:
             self.facts = prepare_host(
                 options.cache, options.config.mirror, options.accel, self.ui.say
             )
+            self.bytecode_seconds = warm(options.repo, options.suites or options.repo / "suites")
             context = self._context(self.facts)
             for spec in options.kernels:
                 self.ui.add_kernel(spec.name)
@@ -177,6 +181,7 @@ class MatrixRun:
             pytest_args=options.pytest_args,
             suites=options.suites,
             measure_bare_boot=options.measure_bare_boot,
+            profile=options.profile,
         )
 
     def _check_signatures(self, fetched: list[KernelRun]) -> None:
@@ -248,6 +253,7 @@ class MatrixRun:
                 if getattr(k, "where", None) is not None and k.where != k.final
             },
             "wall_seconds": round(seconds, 1),
+            "bytecode_seconds": round(self.bytecode_seconds, 1) if self.bytecode_seconds else None,
             "downloaded_bytes": TRANSFERS.bytes,
             "downloaded_files": TRANSFERS.files,
             "config": str(self.options.config.path),

@@ -21,7 +21,7 @@ expected failures, has no evidence that it works).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 VERDICTS = ("works", "unsupported", "broken", "not-run", "expected-failure")
@@ -42,7 +42,8 @@ class TestEvidence:
     duration: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand rather than dataclasses.asdict, which deep-copies every record again.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass

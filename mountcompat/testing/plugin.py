@@ -49,6 +49,7 @@ records_mark = pytest.StashKey[int]()
 owned_dirs = pytest.StashKey[list[str]]()
 backing_kind = pytest.StashKey[str]()
 state_key = pytest.StashKey["SuitesState"]()
+refusal_key = pytest.StashKey[StrategyUnsupported]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -173,6 +174,24 @@ def _mountcompat_guard(request: pytest.FixtureRequest) -> Generator[None, None, 
         pytest.fail("leaked:\n  " + "\n  ".join(problems), pytrace=False)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """The kernel's refusal of a test's own cell is that cell's "unsupported" verdict: the
+    test is skipped there and then, with the refusal kept for its report. (Left to fail,
+    pytest would first format its traceback with the source of every frame, over half a
+    second a test under an emulated CPU, only to throw it away.)"""
+    try:
+        return (yield)
+    except StrategyUnsupported as exc:
+        if (exc.feature, exc.strategy) not in _cells(item):
+            raise
+        item.stash[refusal_key] = exc
+        reason = (
+            f"unsupported: {exc.feature}={exc.strategy}: {errno_name(exc.errno)}: {exc.message}"
+        )
+        raise pytest.skip.Exception(reason, _use_item_location=True) from None
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[records_mark] = LOG.mark()
     _state(item.config).kernel_log.new_lines()  # what earlier tests made the kernel say
@@ -183,13 +202,14 @@ def _verdict(
     excinfo: pytest.ExceptionInfo[BaseException] | None,
     cell: tuple[str, str],
     outcomes: set[str],
+    refusal: StrategyUnsupported | None,
 ) -> tuple[str, int | None, str | None, str]:
     """One test's verdict for one cell. ``works`` needs a choice record ``used``: a test that
     passed while the strategy only failed (the error it expected) shows that the strategy
     refuses correctly, not that it works, and is ``expected-failure``."""
     exc = excinfo.value if excinfo is not None else None
-    if isinstance(exc, StrategyUnsupported) and (exc.feature, exc.strategy) == cell:
-        return "unsupported", exc.errno, errno_name(exc.errno), exc.message
+    if refusal is not None and (refusal.feature, refusal.strategy) == cell:
+        return "unsupported", refusal.errno, errno_name(refusal.errno), refusal.message
     if report.skipped:
         return "not-run", None, None, str(report.longrepr)[-500:]
     if report.failed:
@@ -220,18 +240,12 @@ def pytest_runtest_makereport(
     for r in records:
         r["default_test"] = default_test
         r["backing"] = item.stash.get(backing_kind, None)
+    refusal = item.stash.get(refusal_key, None) if report.when == "call" else None
     items = []
     for cell in cells:
         ran = {r["outcome"] for r in records if (r["feature"], r["strategy"]) == cell}
-        verdict, err, errname, message = _verdict(report, call.excinfo, cell, ran)
-        if verdict == "unsupported" and report.when == "call":
-            report.outcome = "skipped"
-            report.longrepr = (
-                str(item.path),
-                item.location[1] or 0,
-                f"unsupported: {cell[0]}={cell[1]}: {errname}: {message}",
-            )
-        elif verdict == "broken" and report.passed:
+        verdict, err, errname, message = _verdict(report, call.excinfo, cell, ran, refusal)
+        if verdict == "broken" and report.passed:
             report.outcome = "failed"
             report.longrepr = f"{cell[0]}={cell[1]}: {message}"
         items.append(
