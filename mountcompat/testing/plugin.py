@@ -174,22 +174,18 @@ def _mountcompat_guard(request: pytest.FixtureRequest) -> Generator[None, None, 
         pytest.fail("leaked:\n  " + "\n  ".join(problems), pytrace=False)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """The kernel's refusal of a test's own cell is that cell's "unsupported" verdict: the
-    test is skipped there and then, with the refusal kept for its report. (Left to fail,
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
+    """The kernel's refusal of a test's own cell is that cell's "unsupported" verdict: kept
+    for the report, which says "skipped", and taken off the call at once. (Left to fail,
     pytest would first format its traceback with the source of every frame, over half a
-    second a test under an emulated CPU, only to throw it away.)"""
-    try:
-        return (yield)
-    except StrategyUnsupported as exc:
-        if (exc.feature, exc.strategy) not in _cells(item):
-            raise
+    second a test under an emulated CPU, only to throw it away.) An old-style wrapper, for
+    the pytest 7 and pluggy 1.0 of Debian 12, which guest roots of another architecture use."""
+    outcome = yield
+    exc = outcome.excinfo[1] if outcome.excinfo else None
+    if isinstance(exc, StrategyUnsupported) and (exc.feature, exc.strategy) in _cells(item):
         item.stash[refusal_key] = exc
-        reason = (
-            f"unsupported: {exc.feature}={exc.strategy}: {errno_name(exc.errno)}: {exc.message}"
-        )
-        raise pytest.skip.Exception(reason, _use_item_location=True) from None
+        outcome.force_result(None)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -208,8 +204,11 @@ def _verdict(
     passed while the strategy only failed (the error it expected) shows that the strategy
     refuses correctly, not that it works, and is ``expected-failure``."""
     exc = excinfo.value if excinfo is not None else None
-    if refusal is not None and (refusal.feature, refusal.strategy) == cell:
-        return "unsupported", refusal.errno, errno_name(refusal.errno), refusal.message
+    if refusal is not None:
+        if (refusal.feature, refusal.strategy) == cell:
+            return "unsupported", refusal.errno, errno_name(refusal.errno), refusal.message
+        # Cut short by another cell's refusal: no evidence either way for this one.
+        return "not-run", None, None, f"stopped: {refusal.feature}={refusal.strategy} unsupported"
     if report.skipped:
         return "not-run", None, None, str(report.longrepr)[-500:]
     if report.failed:
@@ -245,7 +244,14 @@ def pytest_runtest_makereport(
     for cell in cells:
         ran = {r["outcome"] for r in records if (r["feature"], r["strategy"]) == cell}
         verdict, err, errname, message = _verdict(report, call.excinfo, cell, ran, refusal)
-        if verdict == "broken" and report.passed:
+        if verdict == "unsupported" and report.when == "call":
+            report.outcome = "skipped"
+            report.longrepr = (
+                str(item.path),
+                item.location[1] or 0,
+                f"unsupported: {cell[0]}={cell[1]}: {errname}: {message}",
+            )
+        elif verdict == "broken" and report.passed:
             report.outcome = "failed"
             report.longrepr = f"{cell[0]}={cell[1]}: {message}"
         items.append(
