@@ -108,7 +108,7 @@ class KernelSpec:
     timeout: float = 1200.0
     boot_timeout: float = 300.0
     memory: str = "2G"
-    cpus: int = 2
+    cpus: int = 1
     append: str = ""
     tcg_cpu: str = "max,-cx16"
     arch: str = "x86_64"
@@ -315,7 +315,7 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
             check=lambda v: bool(MEMORY.fullmatch(v)) and memory_mib(v) >= MIN_MEMORY_MIB,
             expect=f"like 2G or 1536M, at least {MIN_MEMORY_MIB}M",
         ),
-        cpus=d.get("cpus", int, 2, check=lambda v: 0 < v <= MAX_CPUS, expect=f"1 to {MAX_CPUS}"),
+        cpus=d.get("cpus", int, 1, check=lambda v: 0 < v <= MAX_CPUS, expect=f"1 to {MAX_CPUS}"),
         append=d.get(
             "append", str, "", check=_append, expect="free of init= (vng sets its own init)"
         ),

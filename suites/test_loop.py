@@ -25,7 +25,7 @@ from mountcompat.testing.leaks import loop_backings
 from mountcompat.testing.slowness import timeout_factor
 
 SIZE = 1 << 20
-CYCLES = 50 if timeout_factor() == 1 else 10
+CYCLES = 50 if timeout_factor() == 1 else 5
 
 
 def nothing_of_ours_attached(directory: Path, seconds: float = 10.0) -> bool:
@@ -176,7 +176,7 @@ class LoopContract(Contract):
         """8 processes x 50 cycles of attach, check, detach: every attach succeeds, no device
         is handed to two holders at once (each sees its own file behind its device, and the
         holding times of one device never overlap), and none is left attached. Under an
-        emulated CPU (the matrix's guests) 8 x 10: the race is the same, each cycle costs
+        emulated CPU (the matrix's guests) 8 x 5: the race is the same, each cycle costs
         a hundred times more."""
         files = [backing_file(workdir, f"c{i}.img")[0] for i in range(8)]
         mine, _ = backing_file(workdir, "parent.img")

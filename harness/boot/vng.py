@@ -30,7 +30,7 @@ class GuestPlan:
     results: Path  # shared read-write with the guest; nothing else of the host is
     guest_command: tuple[str, ...]
     accel: str  # "kvm" or "tcg"
-    cpus: int = 2
+    cpus: int = 1
     memory: str = "2G"
     append: str = ""
     cwd: Path | None = None

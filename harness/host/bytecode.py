@@ -10,6 +10,7 @@ read: same interpreter, same pytest, same sources.
 from __future__ import annotations
 
 import compileall
+import os
 import subprocess
 import sys
 import time
@@ -39,5 +40,7 @@ def warm(repo: Path, suites: Path) -> float:
         capture_output=True,
         check=False,
         timeout=300,
+        # Writing the cache is the point (a user's environment may say otherwise).
+        env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
     )
     return time.monotonic() - started
