@@ -86,3 +86,10 @@ def bench(session: nox.Session) -> None:
     """Each strategy's speed as a ratio to its fallback, side by side (results/bench.json)."""
     install(session, "bench")
     session.run("python", "-m", "harness.bench")
+
+
+@nox.session
+def stock(session: nox.Session) -> None:
+    """The README's test command in a stock Debian 12 root made for the occasion (mmdebstrap)."""
+    install(session, "harness")
+    session.run("python", "-m", "harness.host.stock", *session.posargs)

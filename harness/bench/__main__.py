@@ -1,7 +1,9 @@
-"""``python -m harness.bench [--only strategies|mounttable] [--sizes 100,1000,10000]``.
+"""``python -m harness.bench [--only strategies|mounttable|matrix] [--sizes 100,1000,10000]``.
 
 Writes results/bench.json: the strategies' figures by feature at the top level (as before),
-the mount table's under ``mount_table``; prints both, the latter also as markdown tables.
+the mount table's under ``mount_table``, the matrix's own cost under ``matrix`` (the kernels
+of kernels.yaml booted bare, with an empty suite and in full, one at a time and side by side:
+several minutes under TCG); prints them, the latter two also as markdown tables.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.bench import mounttable, strategies
-from harness.files import write_json
+from harness.bench import matrix, mounttable, strategies
+from harness.files import read_json_object, write_json
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "bench.json"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__)
-    parser.add_argument("--only", choices=("strategies", "mounttable"))
+    parser.add_argument("--only", choices=("strategies", "mounttable", "matrix"))
     parser.add_argument(
         "--sizes",
         default=",".join(str(s) for s in mounttable.SIZES),
@@ -31,13 +33,17 @@ def main(argv: list[str] | None = None) -> int:
         print("the benchmark mounts: run it as root", file=sys.stderr)
         return 2
     sizes = tuple(int(s) for s in args.sizes.split(","))
-    results: dict[str, Any] = {"kernel": os.uname().release}
-    if args.only != "mounttable":
+    # A partial run (--only) updates its own part of an earlier file and keeps the rest.
+    results: dict[str, Any] = {**read_json_object(OUT), "kernel": os.uname().release}
+    if args.only in (None, "strategies"):
         results.update(strategies.run())
-    if args.only != "strategies":
+    if args.only in (None, "mounttable"):
         table = mounttable.run(sizes)
         results["mount_table"] = table
         print(mounttable.markdown(table))
+    if args.only in (None, "matrix"):
+        results["matrix"] = matrix.run()
+        print(matrix.markdown(results["matrix"]))
     OUT.parent.mkdir(exist_ok=True)
     write_json(OUT, results)
     print(f"written: {OUT}")
