@@ -59,9 +59,10 @@ def known_debian_suites() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class DebianSource:
-    """A package (or a glob, resolved to the newest match) in a suite of a Debian mirror."""
+    """A package (or a glob, resolved to the newest match) in a suite of a Debian mirror, or
+    in the first of several suites that has the newest (oldest) match."""
 
-    suite: str
+    suite: str | tuple[str, ...]
     package: str
     mirror: str | None = None
     pick: str = "newest"  # of the packages the glob matches: the newest or the oldest version
@@ -69,7 +70,11 @@ class DebianSource:
 
     def describe(self) -> str:
         which = f" ({self.pick} match)" if self.pick != "newest" else ""
-        return f"{self.package}{which} from Debian {self.suite}"
+        return f"{self.package}{which} from Debian {' or '.join(self.suites)}"
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        return (self.suite,) if isinstance(self.suite, str) else self.suite
 
 
 @dataclass(frozen=True)
@@ -200,11 +205,15 @@ def _mirror(c: _Checker, key: str) -> str | None:
 
 def _debian_source(c: _Checker) -> DebianSource:
     c.only({"suite", "package", "mirror", "pick"})
-    suite = c.get("suite", str)
-    if suite not in known_debian_suites():
-        c.fail("suite", f"unknown suite {suite!r}; known: {', '.join(known_debian_suites())}")
+    raw = c.data.get("suite")
+    suites = raw if isinstance(raw, list) else [c.get("suite", str)]
+    if not suites or not all(isinstance(s, str) for s in suites):
+        c.fail("suite", "give a suite, or a non-empty list of suites")
+    for suite in suites:
+        if suite not in known_debian_suites():
+            c.fail("suite", f"unknown suite {suite!r}; known: {', '.join(known_debian_suites())}")
     return DebianSource(
-        suite=suite,
+        suite=suites[0] if len(suites) == 1 else tuple(suites),
         package=c.get("package", str),
         mirror=_mirror(c, "mirror"),
         pick=c.get("pick", str, "newest", check=lambda v: v in PICKS, expect=" or ".join(PICKS)),

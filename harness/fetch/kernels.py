@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from debian.debian_support import Version
+
 from harness.config import DebFilesSource, DebianSource, KernelSpec, LocalSource
 from harness.errors import FetchError
 from harness.fetch.archive import DEBIAN_ARCH, ResolvedPackage, load_suite_index, resolve_kernel
@@ -215,10 +217,22 @@ class Fetcher:
         raise FetchError(f"kernel {spec.name}: no installer for source {spec.source.kind}")
 
     def resolve_debian(self, source: DebianSource, arch: str = "x86_64") -> list[ResolvedPackage]:
+        """The packages to fetch; with several suites, from the one whose match is the
+        newest (or oldest) of all."""
         mirror = debian_mirror(source.mirror or self.mirror)
-        self.progress(f"reading the {source.suite} index")
-        index = load_suite_index(mirror, source.suite, self.cache, self.index_max_age, arch)
-        return resolve_kernel(index, source.package, source.pick)
+        found: list[list[ResolvedPackage]] = []
+        misses = []
+        for suite in source.suites:
+            self.progress(f"reading the {suite} index")
+            index = load_suite_index(mirror, suite, self.cache, self.index_max_age, arch)
+            try:
+                found.append(resolve_kernel(index, source.package, source.pick))
+            except FetchError as exc:
+                misses.append(str(exc))
+        if not found:
+            raise FetchError("; ".join(misses))
+        ordered = sorted(found, key=lambda packages: Version(packages[0].version))
+        return ordered[0] if source.pick == "oldest" else ordered[-1]
 
     def _ready(
         self, final: Path, packages: Callable[[], list[tuple[Path, dict[str, Any]]]]

@@ -8,8 +8,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UnreadableResult
-from harness.files import load_json_object, locked, write_json, write_text
+from harness.errors import UnreadableResult, UsageError
+from harness.files import load_json_object, locked, read_json_object, write_json, write_text
+from harness.report import history
 from harness.report.collect import build_matrix, find_kernel_dirs
 from harness.report.expectations import load_expectations
 from harness.report.render import render_report
@@ -27,19 +28,93 @@ def _read_optional(path: Path, problems: list[str]) -> dict[str, Any] | None:
         return None
 
 
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The parts of two provenances that differ, in words."""
+    found = []
+    if a.get("kernels_yaml_sha256") != b.get("kernels_yaml_sha256"):
+        found.append("kernels.yaml")
+    if a.get("expectations_sha256") != b.get("expectations_sha256"):
+        found.append("expectations.yaml")
+    library_a, library_b = a.get("library") or {}, b.get("library") or {}
+    if (library_a.get("version"), library_a.get("commit")) != (
+        library_b.get("version"),
+        library_b.get("commit"),
+    ):
+        found.append(
+            f"the library ({library_a.get('version')} {library_a.get('commit') or '?'} against "
+            f"{library_b.get('version')} {library_b.get('commit') or '?'})"
+        )
+    return found
+
+
+class MergeRefused(UsageError):
+    """Result directories whose runs differ in what their verdicts depend on."""
+
+
+def root_provenance(root: Path, run: dict[str, Any] | None) -> dict[str, Any] | None:
+    if run and run.get("provenance"):
+        return dict(run["provenance"])
+    for kernel in sorted(root.glob("*/kernel.json")) or [root / "kernel.json"]:
+        info = read_json_object(kernel)
+        if info.get("provenance"):
+            return dict(info["provenance"])
+    return None
+
+
+def check_merge(roots: list[Path], runs: list[dict[str, Any] | None]) -> None:
+    """Several result directories make one report only if they come from the same
+    kernels.yaml, expectations and library; else say which differ, and where."""
+    known = [(root, root_provenance(root, run)) for root, run in zip(roots, runs, strict=True)]
+    first_root, first = known[0]
+    for root, other in known[1:]:
+        if first is None or other is None:
+            missing = first_root if first is None else root
+            raise MergeRefused(f"{missing}: no provenance recorded (run by an older harness?)")
+        found = differences(first, other)
+        if found:
+            raise MergeRefused(
+                f"{root} and {first_root} differ in {', '.join(found)}; "
+                "give --allow-mixed to merge them all the same"
+            )
+
+
+def merged_run(runs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The facts of several runs as one: the first one's, with every run's kernels, statuses
+    and attempts."""
+    present = [r for r in runs if r]
+    if not present:
+        return None
+    merged = dict(present[0])
+    for key in ("statuses", "attempts"):
+        merged[key] = {k: v for r in present for k, v in (r.get(key) or {}).items()}
+    merged["kernels"] = [k for r in present for k in r.get("kernels", [])]
+    merged["wall_seconds"] = max((r.get("wall_seconds") or 0) for r in present) or None
+    return merged
+
+
 def write_report(
-    roots: Iterable[Path], out_dir: Path, expectations_path: Path = DEFAULT_EXPECTATIONS
+    roots: Iterable[Path],
+    out_dir: Path,
+    expectations_path: Path = DEFAULT_EXPECTATIONS,
+    *,
+    allow_mixed: bool = False,
+    history_from: Path | None = None,
+    history_size: int = history.DEFAULT_SIZE,
 ) -> dict[str, Any]:
-    """Build matrix.json and report.html in ``out_dir`` from the kernel directories under
-    ``roots``; the previous matrix.json there becomes the comparison baseline. Two builds
-    into the same directory take turns, so matrix.json and report.html always match."""
+    """Build matrix.json, history.json and report.html in ``out_dir`` from the kernel
+    directories under ``roots``; the previous matrix.json there becomes the comparison
+    baseline, and the run is added to the history (``history_from``, else the one in
+    ``out_dir``). Two builds into the same directory take turns, so the files always match."""
     roots = list(roots)
     out_dir.mkdir(parents=True, exist_ok=True)
     with locked(out_dir, ".report.lock"):
         problems: list[str] = []
-        # The run's facts: from the output directory, else from the first root that has them.
-        runs = [_read_optional(d / "run.json", problems) for d in (out_dir, *roots)]
-        run = next((r for r in runs if r), None)
+        root_runs = [_read_optional(d / "run.json", problems) for d in roots]
+        if len(roots) > 1 and not allow_mixed:
+            check_merge(roots, root_runs)
+        # The run's facts: from the output directory, else from the roots.
+        own = _read_optional(out_dir / "run.json", problems) if out_dir not in roots else None
+        run = own or merged_run(root_runs)
         previous = _read_optional(out_dir / "previous-matrix.json", problems)
         matrix = build_matrix(
             find_kernel_dirs(roots),
@@ -49,10 +124,27 @@ def write_report(
             previous,
             problems,
         )
+        runs = _history(history_from or out_dir / history.FILE, problems)
+        runs = history.extended(runs, history.run_entry(matrix), history_size)
+        matrix["history"] = history.summary(runs)
+        matrix["problems"] = problems + [p for p in matrix["problems"] if p not in problems]
         validate(matrix)
+        write_json(out_dir / history.FILE, {"size": history_size, "runs": runs})
         write_json(out_dir / "matrix.json", matrix)
         write_text(out_dir / "report.html", render_report(matrix, out_dir))
     return matrix
+
+
+def _history(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """The runs so far; a damaged file is named and kept aside (never overwritten), and the
+    history starts again from this run."""
+    try:
+        return history.load(path)
+    except UnreadableResult as exc:
+        problems.append(str(exc))
+        if path.exists():
+            path.rename(path.with_name(f"{path.name}.damaged"))
+        return []
 
 
 def validate(matrix: dict[str, Any]) -> None:
@@ -74,3 +166,45 @@ def surprise_lines(matrix: dict[str, Any]) -> list[str]:
 
 def problem_lines(matrix: dict[str, Any]) -> list[str]:
     return list(matrix.get("problems", []))
+
+
+INCOMPLETE = ("ok",)
+
+
+def markdown_summary(matrix: dict[str, Any]) -> str:
+    """The run in a few lines of Markdown (GitHub's job summary): a table of the kernels,
+    then what needs a person: surprises, kernels that did not complete, damaged files."""
+    lines = [
+        "| kernel | arch | release | status | works | unsupported | broken | not-run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for k in matrix["kernels"]:
+        counts = {o: 0 for o in ("works", "unsupported", "broken", "not-run")}
+        for c in matrix["cells"]:
+            if c["kernel"] == k["name"]:
+                counts[c["outcome"]] += 1
+        status = k["status"] if k["status"] == "ok" else f"**{k['status']}**"
+        lines.append(
+            f"| {k['name']} | {k['arch']} | {k['release'] or k['package_release'] or '?'} "
+            f"| {status} | {counts['works']} | {counts['unsupported']} | {counts['broken']} "
+            f"| {counts['not-run']} |"
+        )
+    incomplete = [k["name"] for k in matrix["kernels"] if k["status"] not in INCOMPLETE]
+    if incomplete:
+        lines += ["", f"**Did not complete:** {', '.join(incomplete)}"]
+    if matrix["surprises"]:
+        lines += ["", "**Surprises:**", ""]
+        lines += [f"- {line}" for line in surprise_lines(matrix)]
+    if matrix["problems"]:
+        lines += ["", "**Damaged result files:**", ""]
+        lines += [f"- `{p}`" for p in matrix["problems"]]
+    changes = matrix.get("history", {}).get("kernel_changes", [])
+    if changes:
+        last = changes[-1]
+        moved = ", ".join(f"{c['cell']} {c['was']} -> {c['now']}" for c in last["cells"])
+        lines += [
+            "",
+            f"Last kernel change: {last['kernel']} {last['was']} -> {last['now']}"
+            + (f" ({moved})" if moved else ""),
+        ]
+    return "\n".join(lines) + "\n"

@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.report import DEFAULT_EXPECTATIONS, REPO, problem_lines, surprise_lines, write_report
+from harness.report import (
+    DEFAULT_EXPECTATIONS,
+    REPO,
+    markdown_summary,
+    problem_lines,
+    surprise_lines,
+    write_report,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +38,27 @@ def main(argv: list[str] | None = None) -> int:
         help="exit 0 even when outcomes contradict the expectations",
     )
     p.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="merge directories even if their kernels.yaml, expectations or library differ",
+    )
+    p.add_argument(
+        "--history",
+        type=Path,
+        help="the history to extend (default: history.json in the output directory)",
+    )
+    p.add_argument(
+        "--history-size",
+        type=int,
+        default=60,
+        help="runs the history keeps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--summary",
+        type=Path,
+        help="also write a Markdown summary here (a CI job summary, say)",
+    )
+    p.add_argument(
         "--browser-check",
         action="store_true",
         help="then open the report in headless Chromium, check it, screenshot it",
@@ -43,7 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no such directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     try:
-        matrix = write_report(dirs, out, args.expectations)
+        matrix = write_report(
+            dirs,
+            out,
+            args.expectations,
+            allow_mixed=args.allow_mixed,
+            history_from=args.history,
+            history_size=max(1, args.history_size),
+        )
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -55,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     problems = problem_lines(matrix)
     for line in problems:
         print(f"unreadable: {line}", file=sys.stderr)
+    if args.summary:
+        args.summary.write_text(markdown_summary(matrix))
     if args.browser_check:
         from harness.report.browser import main as browser_main
 

@@ -214,7 +214,11 @@ def kernel_entry(k: KernelDir, out_dir: Path, run: dict[str, Any]) -> dict[str, 
         "problems": k.problems,
         "accelerator": info.get("accelerator"),
         "packages": packages,
-        "signatures": sorted({str(p.get("index_signature", "unknown")) for p in packages}),
+        # Packages from an archive index say whether its signature was checked; local files
+        # have no index to check.
+        "signatures": sorted(
+            {str(p["index_signature"]) for p in packages if "index_signature" in p}
+        ),
         "qemu": info.get("qemu"),
         "virtme_ng": info.get("virtme_ng"),
         "boot_seconds": info.get("boot_seconds"),
@@ -232,6 +236,7 @@ def kernel_entry(k: KernelDir, out_dir: Path, run: dict[str, Any]) -> dict[str, 
         "reproduce": info.get("reproduce"),
         "command": info.get("command"),
         "pytest_args": info.get("pytest_args", []),
+        "provenance": info.get("provenance"),
         "scratch": k.guest.get("scratch"),
         "pytest_exit": k.guest.get("pytest_exit"),
         "evidence": info.get("evidence", []),

@@ -102,6 +102,7 @@ def render_report(matrix: dict[str, Any], out_dir: Path) -> str:
         defaults=defaults,
         consoles=consoles,
         kernel_files={k["name"]: k["files"] for k in matrix["kernels"]},
+        cell_history=matrix.get("history", {}).get("cells", {}),
         timelines={k["name"]: timeline_segments(k.get("timeline", [])) for k in matrix["kernels"]},
         unverified=[
             (k["name"], s)

@@ -8,15 +8,18 @@ configuration or usage error (before anything boots); 3 a host tool is missing; 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
-from harness.config import MatrixConfig, load_config
+from harness.config import DebianSource, MatrixConfig, load_config
 from harness.errors import HarnessError
-from harness.fetch.kernels import default_cache
+from harness.fetch.kernels import Fetcher, default_cache
 from harness.run.matrix import REPO, MatrixOptions, MatrixRun, default_jobs
 from harness.ui import MatrixUI
 
@@ -59,6 +62,16 @@ def parser() -> argparse.ArgumentParser:
         help="run only this kernel (repeatable)",
     )
     p.add_argument("--list", action="store_true", help="print the kernels and exit")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="with --list: the kernels as JSON (for CI matrices)",
+    )
+    p.add_argument(
+        "--resolve",
+        action="store_true",
+        help="with --list --json: each kernel's exact packages and a cache key made of them",
+    )
     p.add_argument(
         "--jobs",
         "-j",
@@ -129,9 +142,36 @@ def list_kernels(config: MatrixConfig, names: list[str], console: Console) -> No
         console.print(f"{'':12} {k.note}", soft_wrap=True)
 
 
+def kernels_json(config: MatrixConfig, names: list[str], cache: Path, resolve: bool) -> str:
+    """The kernels as a JSON list, with (``resolve``) the exact packages each resolves to
+    today and a cache key made of their digests, so that a CI job's cache and the report
+    name the same packages."""
+    entries = []
+    fetcher = Fetcher(cache=cache, mirror=config.mirror)
+    for k in config.select(names):
+        entry: dict[str, Any] = {
+            "name": k.name,
+            "arch": k.arch,
+            "source": k.source.describe(),
+            "tags": list(k.tags),
+        }
+        if resolve and isinstance(k.source, DebianSource):
+            packages = fetcher.resolve_debian(k.source, k.arch)
+            entry["packages"] = [
+                {"name": p.name, "version": p.version, "sha256": p.sha256} for p in packages
+            ]
+            digest = hashlib.sha256(" ".join(p.sha256 for p in packages).encode())
+            entry["cache_key"] = f"{k.arch}-{digest.hexdigest()[:16]}"
+        entries.append(entry)
+    return json.dumps(entries)
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, highlight=False)
     config = load_config(args.config)
+    if args.list and args.json:
+        print(kernels_json(config, args.kernel, args.cache, args.resolve))
+        return 0
     if args.list:
         list_kernels(config, args.kernel, Console(highlight=False))
         return 0

@@ -85,6 +85,7 @@ class RunContext:
     suites: Path | None = None
     measure_bare_boot: bool = False
     profile: bool = False
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 class KernelRun:
@@ -102,6 +103,7 @@ class KernelRun:
             "source": spec.source.describe(),
             "run_id": ctx.store.run_id,
             "pytest_args": list(ctx.pytest_args),
+            "provenance": ctx.provenance,
             "status": "planned",
         }
         self._lock = threading.Lock()

@@ -27,6 +27,7 @@ from harness.files import write_json
 from harness.host.bytecode import warm
 from harness.host.facts import HostFacts, prepare_host
 from harness.run.kernel import KernelRun, RunContext
+from harness.run.provenance import provenance
 from harness.run.results import ResultStore, check_writable, exclusive, new_run_id
 from harness.ui import MatrixUI
 
@@ -51,6 +52,7 @@ class MatrixOptions:
     measure_bare_boot: bool = False
     require_signatures: bool = False
     profile: bool = False
+    expectations: Path = REPO / "expectations.yaml"
 
 
 def default_jobs() -> int:
@@ -105,6 +107,7 @@ class MatrixRun:
         self.facts: HostFacts | None = None
         self._preparing = True  # host preparation and fetching: a signal interrupts them
         self.bytecode_seconds: float | None = None
+        self.provenance = provenance(options.config.path, options.expectations, options.repo)
 
     # --- signals ---------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -183,6 +186,7 @@ class MatrixRun:
             suites=options.suites,
             measure_bare_boot=options.measure_bare_boot,
             profile=options.profile,
+            provenance=self.provenance,
         )
 
     def _check_signatures(self, fetched: list[KernelRun]) -> None:
@@ -258,6 +262,7 @@ class MatrixRun:
             "downloaded_bytes": TRANSFERS.bytes,
             "downloaded_files": TRANSFERS.files,
             "config": str(self.options.config.path),
+            "provenance": self.provenance,
             "features": library_features(),
             "pytest_args": self.options.pytest_args,
         }

@@ -9,6 +9,13 @@ from typing import Any
 from mountcompat.features import ordered
 
 
+PROVENANCE = {
+    "kernels_yaml_sha256": "k" * 64,
+    "expectations_sha256": "e" * 64,
+    "library": {"version": "0.1.0", "commit": "c" * 40, "modified": False},
+}
+
+
 def kernel_dir(
     root: Path,
     name: str,
@@ -19,6 +26,8 @@ def kernel_dir(
     sha: str = "a",
     version: str = "1",
     pytest_args: tuple[str, ...] = ("-k", "a selection"),
+    provenance: dict[str, Any] | None = None,
+    run_id: str = "20260101T000000Z-0001",
 ) -> Path:
     """A kernel's results; by default from a run narrowed to the cells given (so the others
     are "deselected", not gaps)."""
@@ -28,6 +37,8 @@ def kernel_dir(
     kernel: dict[str, Any] = {
         "name": name,
         "pytest_args": list(pytest_args),
+        "provenance": provenance or PROVENANCE,
+        "run_id": run_id,
         "note": f"{name} note",
         "tags": ["t"],
         "status": status,

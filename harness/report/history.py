@@ -1,0 +1,158 @@
+"""The matrix's history: the last N runs (60 by default), per kernel its exact package version
+and per cell its outcome, kept in history.json beside matrix.json.
+
+From it the report shows, per cell, a strip of its last outcomes and the run where it last
+changed; per kernel, each change of its package version with the cells that changed with it
+("sid moved from 7.2.12 to 7.2.13 and overlay.layers/fd-opath went from works to broken");
+and which cells are flaky: they changed between two runs of the same kernel packages and the
+same library.
+
+A run is known by the ids of the kernel runs it holds: rebuilding the report of the same
+results replaces its entry instead of adding one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UnreadableResult
+from harness.files import load_json_object
+
+FILE = "history.json"
+DEFAULT_SIZE = 60
+NOT_OUTCOMES = ("not-run",)
+
+
+def cell_key(kernel: str, feature: str, strategy: str) -> str:
+    return f"{kernel} {feature}/{strategy}"
+
+
+def run_entry(matrix: dict[str, Any]) -> dict[str, Any]:
+    """This matrix as one entry of the history."""
+    kernels = {}
+    for k in matrix["kernels"]:
+        packages = k.get("packages", [])
+        kernels[k["name"]] = {
+            "version": k.get("upstream_release")
+            or (packages[0].get("version") if packages else None)
+            or k.get("release"),
+            "package_version": packages[0].get("version") if packages else None,
+            "sha256": [p.get("sha256") for p in packages],
+            "status": k["status"],
+            "run_id": k.get("run_id"),
+            "library": ((k.get("provenance") or {}).get("library") or {}).get("commit"),
+        }
+    runs = sorted({str(v["run_id"]) for v in kernels.values() if v["run_id"]})
+    return {
+        "id": hashlib.sha256(" ".join(runs).encode()).hexdigest()[:12],
+        "generated": matrix["generated"],
+        "kernels": kernels,
+        "cells": {
+            cell_key(c["kernel"], c["feature"], c["strategy"]): c["outcome"]
+            for c in matrix["cells"]
+        },
+    }
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """The runs of a history file, oldest first; none if there is no file. A damaged file is
+    an UnreadableResult (the report names it rather than start the history over silently)."""
+    data = load_json_object(path, ("runs",))
+    if data is None:
+        return []
+    runs = data["runs"]
+    if not isinstance(runs, list) or not all(
+        isinstance(r, dict) and {"id", "kernels", "cells"} <= set(r) for r in runs
+    ):
+        raise UnreadableResult(path, "runs is not a list of runs with id, kernels and cells")
+    return runs
+
+
+def extended(runs: list[dict[str, Any]], entry: dict[str, Any], size: int) -> list[dict[str, Any]]:
+    """``runs`` with ``entry`` last (in place of an older entry of the same id), the last
+    ``size`` kept."""
+    kept = [r for r in runs if r["id"] != entry["id"]]
+    return [*kept, entry][-size:]
+
+
+@dataclass
+class CellHistory:
+    strip: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+    changed: str | None = None  # "generated" of the last run whose outcome differed
+    flaky: bool = False
+
+
+@dataclass
+class KernelChange:
+    kernel: str
+    generated: str
+    was: str | None
+    now: str | None
+    cells: list[dict[str, str]]  # what changed with it: cell, was, now
+
+
+def _same_kernel(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    return bool(a and b and a["sha256"] == b["sha256"] and a.get("library") == b.get("library"))
+
+
+def analyse(runs: list[dict[str, Any]]) -> tuple[dict[str, CellHistory], list[KernelChange]]:
+    """Per cell, its strip, last change and flakiness; per kernel, its package changes."""
+    cells: dict[str, CellHistory] = {}
+    changes: list[KernelChange] = []
+    for before, after in zip([None, *runs], runs, strict=False):
+        for key, outcome in after["cells"].items():
+            kernel = key.split(" ", 1)[0]
+            history = cells.setdefault(key, CellHistory())
+            history.strip.append({"generated": after["generated"], "outcome": outcome})
+            old = before["cells"].get(key) if before else None
+            if old is None or outcome == old or {old, outcome} & set(NOT_OUTCOMES):
+                continue
+            history.changed = after["generated"]
+            if _same_kernel(
+                before["kernels"].get(kernel) if before else None, after["kernels"].get(kernel)
+            ):
+                history.flaky = True
+        if before is None:
+            continue
+        for name, now in after["kernels"].items():
+            was = before["kernels"].get(name)
+            if was is None or was["sha256"] == now["sha256"]:
+                continue
+            moved = [
+                {"cell": key.split(" ", 1)[1], "was": before["cells"][key], "now": outcome}
+                for key, outcome in after["cells"].items()
+                if key.split(" ", 1)[0] == name and before["cells"].get(key) not in (None, outcome)
+            ]
+            changes.append(
+                KernelChange(
+                    name, after["generated"], was.get("version"), now.get("version"), moved
+                )
+            )
+    return cells, changes
+
+
+def summary(runs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What matrix.json says of the history: how many runs, and the changes."""
+    runs = list(runs)
+    cells, changes = analyse(runs)
+    return {
+        "runs": len(runs),
+        "cells": {
+            key: {"strip": [s["outcome"] for s in h.strip], "changed": h.changed, "flaky": h.flaky}
+            for key, h in cells.items()
+        },
+        "kernel_changes": [
+            {
+                "kernel": c.kernel,
+                "generated": c.generated,
+                "was": c.was,
+                "now": c.now,
+                "cells": c.cells,
+            }
+            for c in changes
+        ],
+    }
