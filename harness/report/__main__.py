@@ -2,8 +2,9 @@
 
 DIRs are results directories (or single kernel directories), possibly from other machines;
 for a kernel present in several, the last one given wins. Exit status: 0; 1 when a result
-file is damaged (named on stderr, its kernel shown as unreadable); 2 for a usage error;
-5 for surprises.
+file is damaged (named on stderr, its kernel shown as unreadable) or, with
+--require-complete, a kernel did not complete; 2 for a usage error, or directories of
+different runs merged without --allow-mixed; 5 for surprises.
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         help="also write a Markdown summary here (a CI job summary, say)",
     )
     p.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        metavar="KERNEL",
+        help="a kernel whose results must be among the directories (repeatable): one whose "
+        "shard left nothing is named, not left out",
+    )
+    p.add_argument(
+        "--require-complete",
+        action="store_true",
+        help="exit 1 when a kernel did not complete (a merge of CI shards, say)",
+    )
+    p.add_argument(
         "--browser-check",
         action="store_true",
         help="then open the report in headless Chromium, check it, screenshot it",
@@ -97,7 +111,18 @@ def main(argv: list[str] | None = None) -> int:
 
         if browser_main([str(out / "report.html")]) != 0:
             return 1
-    if problems:
+    present = {k["name"] for k in matrix["kernels"]}
+    absent = [name for name in args.expect if name not in present]
+    incomplete = [k["name"] for k in matrix["kernels"] if k["status"] != "ok" and not k["host"]]
+    incomplete += absent
+    for name in absent:
+        print(f"no results at all for kernel {name}", file=sys.stderr)
+        if args.summary:
+            with args.summary.open("a") as summary:
+                summary.write(f"\n**No results at all for kernel {name}** (its job left none)\n")
+    if incomplete:
+        print(f"did not complete: {', '.join(incomplete)}", file=sys.stderr)
+    if problems or (incomplete and args.require_complete):
         return 1
     return 5 if surprises and not args.allow_surprises else 0
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from mountcompat.features import ordered
 
-
 PROVENANCE = {
     "kernels_yaml_sha256": "k" * 64,
     "expectations_sha256": "e" * 64,

@@ -29,7 +29,14 @@ kernels:
 
 def test_the_default_file_loads_with_four_kernels() -> None:
     config = load_config(REPO / "kernels.yaml")
-    assert [k.name for k in config.kernels] == ["rhel9-era", "6.1", "6.12", "latest", "6.16", "newest"]
+    assert [k.name for k in config.kernels] == [
+        "rhel9-era",
+        "6.1",
+        "6.12",
+        "latest",
+        "6.16",
+        "newest",
+    ]
     assert all(k.note and k.tags for k in config.kernels)
 
 
