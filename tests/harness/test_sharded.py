@@ -1,0 +1,97 @@
+"""The sharded path CI takes, run locally with real guests: each kernel in its own process
+into its own directory, then merged. The merged matrix must be the single run's, timings,
+dates, run ids and paths aside."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from guests import REPO, fetch_kernel, harness, write_config
+
+from harness.fetch.kernels import KernelTree
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def kernel() -> KernelTree:
+    return fetch_kernel()
+
+
+def comparable(matrix: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal: every verdict and what it rests on, not when or where."""
+    return {
+        "features": matrix["features"],
+        "cells": sorted(
+            (
+                c["kernel"],
+                c["feature"],
+                c["strategy"],
+                c["outcome"],
+                c["expected"],
+                c["expected_because"],
+                c["surprise"],
+                tuple(c["backings"]),
+            )
+            for c in matrix["cells"]
+        ),
+        "defaults": sorted(json.dumps(d, sort_keys=True) for d in matrix["defaults"]),
+        "kernels": sorted(
+            (
+                k["name"],
+                k["status"],
+                k["release"],
+                k["arch"],
+                json.dumps(k["packages"]),
+                json.dumps(k["provenance"], sort_keys=True),
+            )
+            for k in matrix["kernels"]
+        ),
+        "totals": matrix["totals"],
+        "surprises": len(matrix["surprises"]),
+    }
+
+
+def test_sharded_then_merged_equals_one_run(tmp_path: Path, kernel: KernelTree) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config = tmp_path / "kernels.yaml"
+    write_config(config, kernel, tag, {"one": "", "two": ""})
+    names = [f"one-{tag}", f"two-{tag}"]
+    whole = harness(config, tmp_path / "whole", "--jobs", "2")
+    shards = [
+        harness(config, tmp_path / f"shard-{name}", "--kernel", name, "--jobs", "1")
+        for name in names
+    ]
+    for proc in (whole, *shards):
+        out, _ = proc.communicate(timeout=800)
+        assert proc.returncode == 0, out
+    merged = tmp_path / "merged"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.report",
+            *(str(tmp_path / f"shard-{n}") for n in names),
+            "--out",
+            str(merged),
+            *(a for n in names for a in ("--expect", n)),
+            "--require-complete",
+            "--allow-surprises",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    one = json.loads((tmp_path / "whole" / "matrix.json").read_text())
+    many = json.loads((merged / "matrix.json").read_text())
+    assert comparable(many) == comparable(one)
+    assert {k["name"] for k in many["kernels"]} == set(names)
