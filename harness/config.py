@@ -40,6 +40,11 @@ RESERVED_NAMES = frozenset(
     }
 )
 ARCHITECTURES = ("x86_64", "arm64")
+# QEMU's CPU under TCG, per architecture. x86_64 without cx16: bookworm's QEMU 7.2 emulates
+# cmpxchg16b wrongly under multi-threaded TCG, and 6.12's SLUB, which uses it on every
+# allocation, oopses at boot (double fault in __kmalloc_noprof, 3 boots in 3; 4 in 4 boot
+# cleanly without it). arm64: QEMU's "max" CPU.
+TCG_CPU = {"x86_64": "max,-cx16", "arm64": "max"}
 PICKS = ("newest", "oldest")
 MIN_MEMORY_MIB = 256  # below this no Debian cloud kernel boots with virtme-ng's initramfs
 MAX_CPUS = 255  # QEMU's limit for x86 "pc" and arm "virt" guests with virtme-ng's setup
@@ -301,6 +306,9 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
     name = _name(c)
     merged = {**defaults, **c.data}
     d = _Checker(path, label, "", merged)
+    arch = d.get(
+        "arch", str, "x86_64", check=lambda v: v in ARCHITECTURES, expect=" or ".join(ARCHITECTURES)
+    )
     tags = d.get(
         "tags",
         list,
@@ -328,14 +336,8 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
         append=d.get(
             "append", str, "", check=_append, expect="free of init= (vng sets its own init)"
         ),
-        tcg_cpu=d.get("tcg_cpu", str, "max,-cx16"),
-        arch=d.get(
-            "arch",
-            str,
-            "x86_64",
-            check=lambda v: v in ARCHITECTURES,
-            expect=" or ".join(ARCHITECTURES),
-        ),
+        tcg_cpu=d.get("tcg_cpu", str, TCG_CPU.get(arch, "max")),
+        arch=arch,
     )
 
 

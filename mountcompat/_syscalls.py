@@ -9,6 +9,7 @@ filesystem contexts the kernel's own messages, read back from the context fd, ar
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import errno
 import os
@@ -45,6 +46,9 @@ _NUMBERS: dict[str, dict[str, int]] = {
 NR = _NUMBERS.get(platform.machine(), _NUMBERS["x86_64"])
 # statx is older than the shared numbering: its number differs by architecture.
 NR["statx"] = {"x86_64": 332, "aarch64": 291}.get(platform.machine(), 332)
+# How often each number was called in this process: the suites record it, so that a run on
+# an architecture shows that every number of its table was really used.
+CALLED: collections.Counter[str] = collections.Counter()
 
 _mount = _libc.mount
 _mount.argtypes = [
@@ -136,6 +140,7 @@ def _check(result: int, name: str, args: Sequence[Any]) -> int:
 
 
 def syscall(name: str, *args: Any, describe: Sequence[Any] | None = None) -> int:
+    CALLED[name] += 1
     ctypes.set_errno(0)
     result = int(_syscall(ctypes.c_long(NR[name]), *args))
     return _check(result, name, describe if describe is not None else args)
@@ -230,6 +235,7 @@ def fsconfig(
     and a dirfd ``aux``. On failure the context's messages are part of the OSError."""
     ctypes.set_errno(0)
     shown_value = value if cmd != C.FSCONFIG_SET_FD else None
+    CALLED["fsconfig"] += 1
     result = int(
         _syscall(
             ctypes.c_long(NR["fsconfig"]),
@@ -247,6 +253,7 @@ def fsconfig(
 
 
 def fsmount(fd: int, flags: int = C.FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int:
+    CALLED["fsmount"] += 1
     ctypes.set_errno(0)
     result = int(
         _syscall(
@@ -351,6 +358,7 @@ class StatmountBuffer:
         self.view = memoryview(self._buffer).cast("B")
 
     def __call__(self, mnt_id: int) -> None:
+        CALLED["statmount"] += 1
         self._req.mnt_id = mnt_id
         nr, req = self._args
         while _syscall(nr, req, self._buffer, self._size, self._flags) < 0:

@@ -185,3 +185,14 @@ def test_fs_create_default(workdir: Path) -> None:
     with FsContext.open("tmpfs") as ctx:
         create_superblock(ctx)
     assert assert_default_choice("fs.create", since) in ("create-excl", "create")
+
+
+def test_fspick_reconfigures_a_mounted_filesystem(workdir: Path) -> None:
+    """fspick(2) (5.2) takes the context of a mounted superblock; CMD_RECONFIGURE applies a
+    new size, which the mount table then shows (the only test that calls fspick, so that its
+    number is checked on every architecture)."""
+    with mount_fs("tmpfs", "mc-pick", workdir, {"size": "1m"}, force="mount2"):
+        with FsContext.pick(workdir) as ctx:
+            ctx.set_string("size", "3m")
+            ctx.reconfigure()
+        assert "size=3072k" in mounted_at(workdir).super_options

@@ -19,25 +19,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.boot.vng import bare_boot_command, vng_environment
 from harness.config import load_config
 from harness.fetch.kernels import Fetcher, default_cache
+from harness.fetch.mirror import debian_mirror
+from harness.host.accel import probe_accel
+from harness.host.guestroot import ensure_root, host_arch, install_modules
+from harness.host.virtiofsd import ensure_virtiofsd
 
 REPO = Path(__file__).resolve().parents[2]
 NOTHING = ["-k", "no_test_has_this_name"]  # pytest then collects the suites and runs none
 
 
-def bare_boot(vmlinuz: Path, tcg_cpu: str, cpus: int, env: dict[str, str]) -> float:
-    command = [
-        str(Path(sys.executable).parent / "vng"),
-        "--run",
-        str(vmlinuz),
-        "--cpus",
-        str(cpus),
-        "--disable-kvm",
-        f"--qemu-opts=-cpu {tcg_cpu}",
-        "--exec",
-        "true",
-    ]
+def bare_boot(command: list[str], env: dict[str, str]) -> float:
     started = time.monotonic()
     subprocess.run(command, env=env, capture_output=True, check=False, timeout=600)
     return time.monotonic() - started
@@ -69,17 +63,37 @@ def harness(kernels: list[str], jobs: int, pytest_args: list[str]) -> dict[str, 
     return {"wall_seconds": round(wall, 1), "kernels": per_kernel}
 
 
+def say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def run(jobs: int | None = None) -> dict[str, Any]:
     config = load_config(REPO / "kernels.yaml")
     jobs = jobs or os.cpu_count() or 1
     names = [k.name for k in config.kernels]
-    fetcher = Fetcher(cache=default_cache(), mirror=config.mirror)
-    env = {k: v for k, v in os.environ.items()}
+    cache = default_cache()
+    fetcher = Fetcher(cache=cache, mirror=config.mirror)
+    vfsd = ensure_virtiofsd(cache, config.mirror, say)
+    accel = probe_accel().accel
     floors = {}
-    for spec in config.kernels:
-        tree = fetcher.fetch(spec)
-        floors[spec.name] = round(bare_boot(tree.vmlinuz, spec.tcg_cpu, spec.cpus, env), 1)
-        print(f"{spec.name}: bare boot {floors[spec.name]} s", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="mountcompat-bench.") as tmp:
+        env = vng_environment(vfsd.bin_dir, Path(tmp))
+        for spec in config.kernels:
+            tree = fetcher.fetch(spec)
+            root = None
+            if spec.arch != host_arch():
+                root = ensure_root(spec.arch, cache, debian_mirror(config.mirror), say)
+                install_modules(root, tree.modules, tree.release)
+            command = bare_boot_command(
+                tree.vmlinuz,
+                accel if root is None else "tcg",
+                spec.cpus,
+                spec.tcg_cpu,
+                spec.arch,
+                root.path if root else None,
+            )
+            floors[spec.name] = round(bare_boot(command, env), 1)
+            say(f"{spec.name}: bare boot {floors[spec.name]} s")
     sequential_empty = harness(names, 1, NOTHING)
     sequential_full = harness(names, 1, [])
     parallel_empty = harness(names, jobs, NOTHING)
@@ -95,7 +109,7 @@ def run(jobs: int | None = None) -> dict[str, Any]:
             "suites_seconds": full.get("suites_seconds"),
             "status": full.get("status"),
         }
-        print(f"{name}: {kernels[name]}", file=sys.stderr)
+        say(f"{name}: {kernels[name]}")
     return {
         "jobs": jobs,
         "kernels": kernels,

@@ -16,6 +16,7 @@ from pathlib import Path
 from harness.guest import SCRATCH_DISK_BYTES
 
 # Stand-ins in a command line for what reproduce.sh makes anew at each run.
+VNG_ARCH = {"x86_64": "x86_64", "arm64": "arm64"}
 RESULTS_TOKEN = "@RESULTS@"
 DISK_TOKEN = "@DISK@"
 COMMAND_STARTED = "mountcompat-guest: @command-started"
@@ -37,6 +38,34 @@ class GuestPlan:
     scratch_disk: Path | None = None  # a raw image the guest formats for its "disk" backing
     tcg_cpu: str | None = None  # QEMU's -cpu under TCG
     extra_dirs: tuple[Path, ...] = ()  # host directories the guest reads (suites of the user's)
+    arch: str = "x86_64"
+    # A root of the guest's own architecture; the guest then sees the host's directories
+    # where ``guest_paths`` says (host path -> path in the guest), not at their host paths.
+    root: Path | None = None
+    guest_paths: tuple[tuple[Path, str], ...] = ()
+
+
+def _share(plan: GuestPlan, host: Path) -> str:
+    """A directory as --rwdir/--rodir takes it: the path alone (the host's root, the same
+    path in the guest), or guest=host into a root of the guest's own."""
+    for shared, guest in plan.guest_paths:
+        if shared == host:
+            return f"{guest}={host}"
+    return str(host)
+
+
+def bare_boot_command(
+    vmlinuz: Path, accel: str, cpus: int, tcg_cpu: str | None, arch: str, root: Path | None
+) -> list[str]:
+    """``vng --run <vmlinuz> --exec true``: the boot alone, as the harness boots it."""
+    command = [vng_executable(), "--run", str(vmlinuz), "--cpus", str(cpus)]
+    if root is not None:
+        command += ["--arch", VNG_ARCH[arch], "--root", str(root)]
+    if accel == "tcg":
+        command.append("--disable-kvm")
+        if tcg_cpu:
+            command.append(f"--qemu-opts=-cpu {tcg_cpu}")
+    return [*command, "--exec", "true"]
 
 
 def vng_executable() -> str:
@@ -57,11 +86,12 @@ def build_vng_command(plan: GuestPlan, vng: str = "vng") -> list[str]:
         str(plan.cpus),
         "--memory",
         plan.memory,
-        "--rwdir",
-        str(plan.results),
     ]
+    if plan.root is not None:
+        command += ["--arch", VNG_ARCH[plan.arch], "--root", str(plan.root)]
+    command += ["--rwdir", _share(plan, plan.results)]
     for directory in plan.extra_dirs:
-        command += ["--rodir", str(directory)]
+        command += ["--rodir", _share(plan, directory)]
     if plan.accel == "tcg":
         command.append("--disable-kvm")
         if plan.tcg_cpu:
@@ -135,6 +165,10 @@ def reproduce_script(plan: GuestPlan, vng: str, env: dict[str, str]) -> str:
         scratch_disk=Path(DISK_TOKEN) if plan.scratch_disk is not None else None,
         guest_command=tuple(
             RESULTS_TOKEN if word == str(plan.results) else word for word in plan.guest_command
+        ),
+        guest_paths=tuple(
+            (Path(RESULTS_TOKEN) if host == plan.results else host, guest)
+            for host, guest in plan.guest_paths
         ),
     )
     command = build_vng_command(stand_in, vng)

@@ -451,6 +451,7 @@ def build_matrix(
             )
         features[-1]["strategies"].append(strategy)
     all_problems = [*(problems or []), *(p for k in kernel_dirs for p in k.problems)]
+    differences = arch_differences(kernels, cells)
     return {
         "schema": SCHEMA,
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -462,8 +463,39 @@ def build_matrix(
         "surprises": [c for c in cells if c["surprise"]],
         "comparison": compare(cells, kernels, previous),
         "problems": all_problems,
+        "arch_differences": differences,
         "totals": {
             o: sum(1 for c in cells if c["outcome"] == o)
             for o in ("works", "unsupported", "broken", "not-run")
         },
     }
+
+
+def arch_differences(
+    kernels: list[dict[str, Any]], cells: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Cells where the same kernel version answers differently on two architectures (both
+    kernels complete): the same source, so the difference is the architecture's, or the
+    library's on it."""
+    outcome = {(c["kernel"], c["feature"], c["strategy"]): c["outcome"] for c in cells}
+    complete = [k for k in kernels if k["status"] == "ok" and k.get("upstream_release")]
+    found = []
+    for i, a in enumerate(complete):
+        for b in complete[i + 1 :]:
+            if a["upstream_release"] != b["upstream_release"] or a["arch"] == b["arch"]:
+                continue
+            for (kernel, feature, strategy), value in outcome.items():
+                if kernel != a["name"]:
+                    continue
+                other = outcome.get((b["name"], feature, strategy))
+                if other is not None and other != value:
+                    found.append(
+                        {
+                            "release": a["upstream_release"],
+                            "feature": feature,
+                            "strategy": strategy,
+                            "kernels": {a["name"]: value, b["name"]: other},
+                            "arches": {a["arch"]: value, b["arch"]: other},
+                        }
+                    )
+    return found

@@ -35,6 +35,7 @@ from typing import Any
 from harness.boot.process import RunOutcome, end_process_group, run_guest
 from harness.boot.vng import (
     GuestPlan,
+    bare_boot_command,
     build_vng_command,
     reproduce_script,
     vng_environment,
@@ -46,6 +47,13 @@ from harness.fetch.kernels import Fetcher, KernelTree
 from harness.files import load_json_object, write_json
 from harness.guest import SCRATCH_DISK_BYTES
 from harness.host.facts import HostFacts
+from harness.host.guestroot import (
+    GUEST_REPO,
+    GUEST_RESULTS,
+    GUEST_SUITES,
+    GuestRoot,
+    install_modules,
+)
 from harness.run.results import ResultStore
 
 TERMINAL = (
@@ -86,6 +94,8 @@ class RunContext:
     measure_bare_boot: bool = False
     profile: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
+    roots: dict[str, GuestRoot] = field(default_factory=dict)  # by architecture
+    qemu: dict[str, str] = field(default_factory=dict)  # QEMU's version, by architecture
 
 
 class KernelRun:
@@ -133,6 +143,8 @@ class KernelRun:
             return False
         if tree.config:
             shutil.copyfile(tree.config, self.dir / "config")
+        if self.root is not None:
+            install_modules(self.root, tree.modules, tree.release)
         self.tree = tree
         self._enter(
             "fetched",
@@ -145,39 +157,68 @@ class KernelRun:
         return True
 
     # --- booting, running ------------------------------------------------------------------
+    @property
+    def root(self) -> GuestRoot | None:
+        """The root of the guest's own architecture, for a guest that cannot use the host's."""
+        return self.ctx.roots.get(self.spec.arch)
+
+    @property
+    def accel(self) -> str:
+        # KVM runs guests of the host's architecture only.
+        return "tcg" if self.root is not None else self.ctx.host.accel.accel
+
     def plan(self, scratch_disk: Path) -> GuestPlan:
+        """The guest runs the harness's own interpreter on the host's read-only root (it sees
+        this virtualenv there), or the root's Python in a root of its own architecture, with
+        this checkout, the suites and its results directory mapped in."""
+        root = self.root
+        shared: list[tuple[Path, str]] = []
+        extra: tuple[Path, ...]
+        if root is None:
+            python, repo, results = sys.executable, str(self.ctx.repo), str(self.dir)
+            suites = str(self.ctx.suites) if self.ctx.suites else None
+            extra = (self.ctx.suites,) if self.ctx.suites else ()
+            cwd = self.ctx.repo
+        else:
+            python, repo, results = root.python, GUEST_REPO, GUEST_RESULTS
+            suites = GUEST_SUITES if self.ctx.suites else None
+            shared = [(self.dir, GUEST_RESULTS), (self.ctx.repo, GUEST_REPO)]
+            if self.ctx.suites:
+                shared.append((self.ctx.suites, GUEST_SUITES))
+            extra = tuple(host for host, _ in shared[1:])
+            cwd = root.path / GUEST_REPO.lstrip("/")
         guest = (
-            # The harness's own interpreter: the guest sees this virtualenv through the host's
-            # read-only root.
-            sys.executable,
+            python,
             "-m",
             "harness.guest",
             "--results",
-            str(self.dir),
+            results,
             "--repo",
-            str(self.ctx.repo),
-            *(["--suites", str(self.ctx.suites)] if self.ctx.suites else []),
+            repo,
+            *(["--suites", suites] if suites else []),
             *(["--profile"] if self.ctx.profile else []),
             "--",
             *self.ctx.pytest_args,
         )
-        accel = self.ctx.host.accel.accel
         # The suites read the accelerator from the command line to scale their timeouts.
-        append = " ".join(filter(None, [self.spec.append, f"mountcompat.accel={accel}"]))
+        append = " ".join(filter(None, [self.spec.append, f"mountcompat.accel={self.accel}"]))
         assert self.tree is not None
         return GuestPlan(
             name=self.spec.name,
             vmlinuz=self.tree.vmlinuz,
             results=self.dir,
             guest_command=guest,
-            accel=accel,
+            accel=self.accel,
             cpus=self.spec.cpus,
             memory=self.spec.memory,
             append=append,
-            cwd=self.ctx.repo,
+            cwd=cwd,
             scratch_disk=scratch_disk,
             tcg_cpu=self.spec.tcg_cpu,
-            extra_dirs=(self.ctx.suites,) if self.ctx.suites else (),
+            extra_dirs=extra,
+            arch=self.spec.arch,
+            root=root.path if root else None,
+            guest_paths=tuple(shared),
         )
 
     def boot_and_collect(self) -> None:
@@ -210,7 +251,8 @@ class KernelRun:
                 accelerator=plan.accel,
                 reproduce=f"sh {self.final / 'reproduce.sh'}",
                 command=command,
-                qemu=self.ctx.host.qemu,
+                qemu=self.ctx.qemu.get(self.spec.arch, self.ctx.host.qemu),
+                root=self.root.provenance() if self.root else None,
                 virtme_ng=self.ctx.host.vng,
             )
             if self.ctx.measure_bare_boot:
@@ -232,7 +274,7 @@ class KernelRun:
         timeout = self.ctx.timeout or self.spec.timeout
         self.ctx.milestone(
             self.spec.name,
-            f"booting {self.tree.release} ({self.ctx.host.accel.accel})"
+            f"booting {self.tree.release} ({self.accel})"
             + (f", attempt {attempt}" if attempt > 1 else ""),
         )
 
@@ -258,9 +300,15 @@ class KernelRun:
         """Seconds of a bare ``vng --run <vmlinuz> --exec true``: the boot cost alone."""
         assert self.tree is not None
         self.ctx.update(self.spec.name, "timing a bare boot")
-        command = [vng_executable(), "--run", str(self.tree.vmlinuz), "--exec", "true"]
-        if self.ctx.host.accel.accel == "tcg":
-            command += ["--disable-kvm", f"--qemu-opts=-cpu {self.spec.tcg_cpu}"]
+        root = self.root
+        command = bare_boot_command(
+            self.tree.vmlinuz,
+            self.accel,
+            self.spec.cpus,
+            self.spec.tcg_cpu,
+            self.spec.arch,
+            root.path if root else None,
+        )
         started = time.monotonic()
         proc = subprocess.Popen(
             command,

@@ -25,7 +25,8 @@ from harness.fetch.download import TRANSFERS
 from harness.fetch.mirror import debian_mirror
 from harness.files import write_json
 from harness.host.bytecode import warm
-from harness.host.facts import HostFacts, prepare_host
+from harness.host.facts import HostFacts, first_line, prepare_host
+from harness.host.guestroot import QEMU_SYSTEM, ensure_root, host_arch
 from harness.run.kernel import KernelRun, RunContext
 from harness.run.provenance import provenance
 from harness.run.results import ResultStore, check_writable, exclusive, new_run_id
@@ -149,6 +150,7 @@ class MatrixRun:
             )
             self.bytecode_seconds = warm(options.repo, options.suites or options.repo / "suites")
             context = self._context(self.facts)
+            self._prepare_roots(context)
             for spec in options.kernels:
                 self.ui.add_kernel(spec.name)
                 self.kernels.append(KernelRun(spec, context))
@@ -188,6 +190,14 @@ class MatrixRun:
             profile=options.profile,
             provenance=self.provenance,
         )
+
+    def _prepare_roots(self, context: RunContext) -> None:
+        """A root of their own for the guests of another architecture than the host's."""
+        for arch in sorted({k.arch for k in self.options.kernels} - {host_arch()}):
+            mirror = debian_mirror(self.options.config.mirror)
+            context.roots[arch] = ensure_root(arch, self.options.cache, mirror, self.ui.say)
+            context.qemu[arch] = first_line([QEMU_SYSTEM[arch], "--version"])
+            self.ui.say(f"{arch} guests boot into {context.roots[arch].path}")
 
     def _check_signatures(self, fetched: list[KernelRun]) -> None:
         """With --require-signatures, a kernel from an index that gpgv did not verify is not

@@ -24,6 +24,7 @@ that test and not the whole kernel.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ from mountcompat.testing.outcomes import TestEvidence, aggregate, defaults_from
 from mountcompat.testing.slowness import timeout_factor
 
 PROPERTY = "mountcompat"
+SYSCALLS = "mountcompat_syscalls"
 # Seconds per test on real hardware; times timeout_factor() under TCG (10x: 200 s), far
 # below the harness's 1200 s per kernel.
 BASE_TIMEOUT = 20.0
@@ -78,6 +80,12 @@ class SuitesState:
         self.records: list[dict[str, Any]] = []
         self.known_cells: set[tuple[str, str]] = set()
         self.kernel_log = KernelLog()
+        self.worker_syscalls: collections.Counter[str] = collections.Counter()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """An xdist worker ended: its syscall counts (the controller calls none itself)."""
+        self.worker_syscalls.update(getattr(node, "workeroutput", {}).get(SYSCALLS, {}))
 
     def add(self, items: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
         for item in items:
@@ -97,6 +105,7 @@ class SuitesState:
                 self.add(data["items"], data["records"])
 
     def write(self, path: Path, exit_status: int) -> None:
+        from mountcompat import _syscalls
         from mountcompat.features import ordered
 
         cells = aggregate(self.evidence.values(), self.known_cells)
@@ -113,6 +122,12 @@ class SuitesState:
             "tests": [e.to_json() for e in self.evidence.values()],
             "cells": [c.to_json() for c in cells],
             "defaults": defaults_from(self.records),
+            # Every number of this architecture's table, and how often the suites called it
+            # (in this process): a number never called was never checked on this kernel.
+            "syscalls": {
+                name: _syscalls.CALLED[name] + self.worker_syscalls[name]
+                for name in sorted(_syscalls.NR)
+            },
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -276,6 +291,9 @@ def pytest_runtest_makereport(
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if hasattr(config, "workerinput"):
+        from mountcompat import _syscalls
+
+        config.workeroutput[SYSCALLS] = dict(_syscalls.CALLED)  # type: ignore[attr-defined]
         return
     path = config.getoption("--mountcompat-results")
     if path:

@@ -27,7 +27,7 @@ kernels:
 """
 
 
-def test_the_default_file_loads_with_four_kernels() -> None:
+def test_the_default_file_loads_with_every_kernel() -> None:
     config = load_config(REPO / "kernels.yaml")
     assert [k.name for k in config.kernels] == [
         "rhel9-era",
@@ -36,8 +36,12 @@ def test_the_default_file_loads_with_four_kernels() -> None:
         "latest",
         "6.16",
         "newest",
+        "6.12-arm64",
+        "newest-arm64",
     ]
     assert all(k.note and k.tags for k in config.kernels)
+    assert {k.arch for k in config.kernels} == {"x86_64", "arm64"}
+    assert {k.tcg_cpu for k in config.kernels if k.arch == "arm64"} == {"max"}
 
 
 def test_a_good_file() -> None:
