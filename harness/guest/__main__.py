@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     mark("dmesg-collected")
     summary = {
         "release": os.uname().release,
+        "machine": os.uname().machine,
         "pytest_exit": pytest_status,
         "probe_exit": probe.returncode,
         "modules": modules,

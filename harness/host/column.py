@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.files import write_json
+from harness.report.collect import upstream_version
 from harness.guest.__main__ import kernel_facts
 from harness.run.results import ResultStore, new_run_id
 
@@ -114,6 +115,7 @@ def write_column(
         "tags": ["host"],
         "arch": ARCH.get(platform.machine(), platform.machine()),
         "source": f"the running kernel of {platform.node()}",
+        "upstream_release": upstream_version(release),
         "status": state,
         "detail": detail,
         "run_id": run_id,

@@ -126,8 +126,15 @@ def ensure_binfmt(arch: str, say: Say) -> None:
         )
 
 
+# Commands virtme-ng's init calls that the root's packages do not give (poweroff comes with
+# systemd-sysv on Debian): busybox's applets stand in. Without poweroff the init exits at the
+# end of the run and the kernel panics ("Attempted to kill init").
+BUSYBOX_APPLETS = ("poweroff", "reboot")
+
+
 def root_key(arch: str) -> str:
-    return hashlib.sha256(f"{SUITE} {arch} {' '.join(sorted(PACKAGES))}".encode()).hexdigest()[:16]
+    recipe = f"{SUITE} {arch} {' '.join(sorted(PACKAGES))} {' '.join(BUSYBOX_APPLETS)}"
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
 def installed_packages(root: Path) -> tuple[dict[str, str], ...]:
@@ -177,6 +184,10 @@ def ensure_root(arch: str, cache: Path, mirror: str, say: Say) -> GuestRoot:
         )
         for mount_point in (GUEST_REPO, GUEST_SUITES, GUEST_RESULTS):
             (tmp / "root" / mount_point.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for applet in BUSYBOX_APPLETS:
+            link = tmp / "root" / "usr/sbin" / applet
+            if not link.exists():
+                link.symlink_to("/bin/busybox")
         packages = installed_packages(tmp / "root")
         (tmp / "provenance.json").write_text(
             json.dumps({"suite": SUITE, "mirror": mirror, "packages": list(packages)}, indent=1)

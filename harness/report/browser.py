@@ -1,8 +1,9 @@
 """Open a report in headless Chromium, as a person would, and check what it shows.
 
 ``python -m harness.report.browser results/report.html`` checks that the page has one cell per
-(kernel, feature, strategy) of its matrix.json, that a cell's evidence opens, that the page
-logs no error and loads nothing from the network; it saves a screenshot beside the report.
+(kernel, feature, strategy) of its matrix.json and a drawn timeline bar per kernel that has a
+timeline, that a cell's evidence opens, that the page logs no error and loads nothing from the
+network; it saves a screenshot beside the report.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CHROMIUM_ARGS = [
 class BrowserCheck:
     cells: int = 0
     expected_cells: int = 0
+    timelines: int = 0
+    expected_timelines: int = 0
     evidence_opened: bool = False
     evidence_text: str = ""
     errors: list[str] = field(default_factory=list)
@@ -39,6 +42,7 @@ class BrowserCheck:
     def ok(self) -> bool:
         return (
             self.cells == self.expected_cells
+            and self.timelines == self.expected_timelines
             and self.evidence_opened
             and not self.errors
             and not self.requests
@@ -57,7 +61,10 @@ def check_report(html: Path, screenshot: Path) -> BrowserCheck:
     from playwright.sync_api import sync_playwright
 
     matrix = json.loads((html.parent / "matrix.json").read_text())
-    result = BrowserCheck(expected_cells=len(matrix["cells"]))
+    result = BrowserCheck(
+        expected_cells=len(matrix["cells"]),
+        expected_timelines=sum(1 for k in matrix["kernels"] if k.get("timeline")),
+    )
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         browser = p.chromium.launch_persistent_context(
             profile,
@@ -82,6 +89,12 @@ def check_report(html: Path, screenshot: Path) -> BrowserCheck:
             )
             page.goto(html.resolve().as_uri())
             result.cells = page.locator("td.cell").count()
+            # A bar per kernel that has a timeline, each with its segments drawn.
+            result.timelines = sum(
+                1
+                for row in page.locator(".timeline-row").all()
+                if row.locator(".seg").count() > 0 and row.bounding_box() is not None
+            )
             page.locator("td.cell .cell-btn").first.click()
             dialog = page.locator("#evidence-dialog")
             dialog.wait_for(state="visible", timeout=5000)
@@ -100,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     html = Path(args[0] if args else "results/report.html")
     check = check_report(html, html.with_name("report-screenshot.png"))
     print(
-        f"{html}: {check.cells}/{check.expected_cells} cells, evidence opens: "
+        f"{html}: {check.cells}/{check.expected_cells} cells, "
+        f"{check.timelines}/{check.expected_timelines} timelines, evidence opens: "
         f"{check.evidence_opened}, page errors: {len(check.errors)}, network requests: "
         f"{len(check.requests)}, screenshot: {check.screenshot}"
     )

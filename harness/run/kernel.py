@@ -21,6 +21,7 @@ schedules it, stops it, and reports on it.
 from __future__ import annotations
 
 import datetime
+import json
 import shutil
 import subprocess
 import sys
@@ -332,15 +333,19 @@ class KernelRun:
         release = _read_line(self.dir / "uname.txt")
         status, detail, evidence = outcome.status, outcome.detail, outcome.evidence
         asked = self.record.get("package_release")
+        machine = _guest_machine(self.dir)
         if status == "ok" and release != asked:
             # A verdict is only worth its kernel: results from another one are not kept as ok.
             status, detail = "incomplete", f"the guest runs {release}, not the {asked} asked for"
+        elif status == "ok" and machine != GUEST_MACHINE[self.spec.arch]:
+            status, detail = "incomplete", f"the guest is {machine}, not {self.spec.arch}"
         elif status == "ok":
             status, detail, evidence = self.verdicts(evidence)
         self.end(
             status,
             detail,
             release=release,
+            machine=machine,
             returncode=outcome.returncode,
             wall_seconds=round(outcome.seconds, 1),
             boot_seconds=_boot_seconds(outcome.timeline),
@@ -406,6 +411,17 @@ def _missing_cells(outcomes: dict[str, Any]) -> list[tuple[str, str]]:
         (f["id"], s) for f in outcomes["features"] if isinstance(f, dict) for s in f["strategies"]
     ]
     return [cell for cell in wanted if cell not in present]
+
+
+GUEST_MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}  # uname -m of each architecture
+
+
+def _guest_machine(results: Path) -> str | None:
+    try:
+        machine = json.loads((results / "guest.json").read_text()).get("machine")
+    except (OSError, ValueError):
+        return None
+    return str(machine) if machine else None
 
 
 def _boot_seconds(timeline: list[dict[str, Any]]) -> float | None:
