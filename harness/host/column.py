@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.files import write_json
-from harness.report.collect import upstream_version
 from harness.guest.__main__ import kernel_facts
+from harness.report.collect import upstream_version
 from harness.run.results import ResultStore, new_run_id
 
 NAME = "host"
