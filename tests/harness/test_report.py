@@ -117,3 +117,31 @@ def test_comparison_with_the_previous_run(tmp_path: Path, same_packages: bool, k
     second = write_report([tmp_path], tmp_path)
     (change,) = second["comparison"]["changes"]
     assert (change["kernel"], change["strategy"], change["kind"]) == ("old", "fsmount", kind)
+
+
+def test_an_invalid_matrix_is_refused_before_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """matrix.json is checked against its schema on every write: a document the schema
+    refuses raises, and nothing is written."""
+    from harness import report
+    from harness.report import validate
+
+    make_two(tmp_path)
+    good = write_report([tmp_path], tmp_path)
+    broken = json.loads(json.dumps(good))
+    broken["cells"][0]["outcome"] = "splendid"
+    with pytest.raises(jsonschema.ValidationError, match="splendid"):
+        validate(broken)
+    (tmp_path / "matrix.json").unlink()
+    real = report.build_matrix
+
+    def build_bad(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        matrix = real(*args, **kwargs)
+        matrix["kernels"][0]["status"] = "fine, probably"
+        return matrix
+
+    monkeypatch.setattr(report, "build_matrix", build_bad)
+    with pytest.raises(jsonschema.ValidationError, match="fine, probably"):
+        write_report([tmp_path], tmp_path)
+    assert not (tmp_path / "matrix.json").exists()
