@@ -26,7 +26,7 @@ from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
 from mountcompat.fscontext import FsContext
 from mountcompat.listing import find_mount
-from mountcompat.mounts import ATIME_MASK, DetachedMount, MountAttr, ms_flags
+from mountcompat.mounts import ATIME_MASK, DetachedMount, MountAttr, check_attrs, ms_flags
 from mountcompat.mounttable import mounts_under, read_mountinfo
 from mountcompat.strategy import Probe, Strategy, feature
 
@@ -138,6 +138,7 @@ def set_mount_attrs(
     recursive: bool = False,
     force: str | None = None,
 ) -> None:
+    check_attrs(set_, clear)
     MOUNT_ATTR(Path(path), set_, clear, recursive, force=force)
 
 
@@ -196,4 +197,5 @@ def clone_tree(
     recursive: bool = True,
     force: str | None = None,
 ) -> DetachedMount:
+    check_attrs(set_, clear)
     return TREE_ATTR(Path(path), set_, clear, recursive, force=force)

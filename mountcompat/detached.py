@@ -18,7 +18,7 @@ import tempfile
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
 from mountcompat.mounts import DetachedMount
-from mountcompat.strategy import Strategy, feature
+from mountcompat.strategy import Probe, Strategy, feature
 
 
 def _clone_flags(recursive: bool) -> int:
@@ -28,7 +28,8 @@ def _clone_flags(recursive: bool) -> int:
 def _direct(source: DetachedMount, recursive: bool) -> DetachedMount:
     """OPEN_TREE_CLONE of a detached mount (6.15, "mount: handle mount propagation for detached
     mount trees" series). Before 6.15 the kernel refuses to copy a tree that is not in a mount
-    namespace: EINVAL."""
+    namespace: EINVAL, which 6.15 also answers for a tree it may not copy (unbindable, of
+    another mount namespace); a probe (a clone of a fresh detached tmpfs) tells which."""
     flags = _clone_flags(recursive) | C.AT_EMPTY_PATH
     return DetachedMount(sys_.open_tree(source.fileno(), "", flags))
 
@@ -73,11 +74,37 @@ def _leave_scratch(scratch: str, cause: BaseException | None = None) -> None:
     os.rmdir(scratch)
 
 
+def _clones_detached_mounts() -> bool:
+    """Whether open_tree clones a detached mount: tried on a fresh detached tmpfs, never
+    attached anywhere, closed at once."""
+    context = sys_.fsopen("tmpfs")
+    try:
+        sys_.fsconfig(context, C.FSCONFIG_CMD_CREATE)
+        source = DetachedMount(sys_.fsmount(context))
+    finally:
+        os.close(context)
+    with source:
+        try:
+            flags = _clone_flags(False) | C.AT_EMPTY_PATH
+            os.close(sys_.open_tree(source.fileno(), "", flags))
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return False
+            raise
+    return True
+
+
+CLONES_DETACHED = Probe("OPEN_TREE_CLONE of a detached mount (6.15)", _clones_detached_mounts)
 MOUNT_DETACHED = feature(
     "mount.detached",
     "clone a detached mount",
     [
-        Strategy("direct", _direct, unsupported=frozenset({errno.EINVAL})),
+        Strategy(
+            "direct",
+            _direct,
+            ambiguous=frozenset({errno.EINVAL}),
+            probe=CLONES_DETACHED,
+        ),
         Strategy("tmpdir", _tmpdir),
     ],
 )

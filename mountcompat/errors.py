@@ -31,10 +31,15 @@ class Attempt:
 
 
 class StrategyUnsupported(MountCompatError):
-    """A forced strategy is not supported by the running kernel."""
+    """A forced strategy is not supported by the running kernel. ``missing``: the kernel lacks
+    the strategy for every request (ENOSYS, or its probe found it absent); otherwise it is
+    this request that is beyond it (more than a page of options, a file on tmpfs for erofs)."""
 
-    def __init__(self, feature: str, strategy: str, err: int | None, message: str) -> None:
+    def __init__(
+        self, feature: str, strategy: str, err: int | None, message: str, missing: bool = False
+    ) -> None:
         self.feature, self.strategy, self.errno, self.message = feature, strategy, err, message
+        self.missing = missing
         super().__init__(
             f"{feature}: strategy {strategy!r} was forced but the kernel does not support it "
             f"({errno_name(err)}: {message})"
@@ -93,3 +98,8 @@ class LazyUnmountWarning(UserWarning):
     def __init__(self, path: str, busy: str) -> None:
         self.path, self.busy = path, busy
         super().__init__(f"{path}: still busy ({busy}); detached lazily (MNT_DETACH)")
+
+
+class InvalidAttributes(MountCompatError, ValueError):
+    """Mount attributes no kernel takes as asked: refused before any strategy tries them, so
+    that the refusal cannot pass for a kernel that lacks a strategy."""

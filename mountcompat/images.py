@@ -17,7 +17,7 @@ from pathlib import Path
 from mountcompat.fscontext import FsContext
 from mountcompat.loop import attach
 from mountcompat.mountapi import create_superblock, mount_fs
-from mountcompat.mounts import AttachedMount, MountAttr
+from mountcompat.mounts import AttachedMount, MountAttr, check_attrs
 from mountcompat.strategy import Strategy, feature
 
 
@@ -77,6 +77,7 @@ def mount_erofs(
     attrs: MountAttr = MountAttr.none(),
     force: str | None = None,
 ) -> AttachedMount:
+    check_attrs(attrs)
     return EROFS_SOURCE(Path(image), Path(target), attrs, force=force)
 
 
@@ -86,4 +87,5 @@ def mount_squashfs(
     attrs: MountAttr = MountAttr.none(),
 ) -> AttachedMount:
     """squashfs has no file-backed mode: always a loop device."""
+    check_attrs(attrs)
     return mount_through_loop("squashfs", Path(image), Path(target), attrs)

@@ -21,7 +21,7 @@ from pathlib import Path
 from mountcompat import _syscalls as sys_
 from mountcompat.errors import MountCompatError
 from mountcompat.fscontext import FsContext
-from mountcompat.mounts import AttachedMount, DetachedMount, MountAttr, ms_flags
+from mountcompat.mounts import AttachedMount, DetachedMount, MountAttr, check_attrs, ms_flags
 from mountcompat.strategy import Probe, Strategy, feature
 
 Options = Mapping[str, str | None]
@@ -194,4 +194,5 @@ def mount_fs(
     """Mount ``fstype`` from ``source`` on ``target`` through the ``mount.api`` feature."""
     if options is None:
         options = {}
+    check_attrs(attrs)
     return MOUNT_API(fstype, source, Path(target), options, attrs, force=force)

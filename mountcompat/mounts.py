@@ -60,6 +60,19 @@ ATTR_MS_FLAGS = {
 }
 
 
+def check_attrs(set_: MountAttr, clear: MountAttr = MountAttr.none()) -> None:
+    """Refuse what no kernel takes from this library: MOUNT_ATTR_IDMAP (it needs a user
+    namespace fd, which the library does not pass; mount(2) has no flag for it at all), and
+    two access-time modes at once (the kernel's atime field holds one)."""
+    from mountcompat.errors import InvalidAttributes
+
+    if (set_ | clear) & MountAttr.IDMAP:
+        raise InvalidAttributes("MountAttr.IDMAP needs a user namespace fd: not supported here")
+    modes = set_ & (MountAttr.NOATIME | MountAttr.STRICTATIME)
+    if modes == MountAttr.NOATIME | MountAttr.STRICTATIME:
+        raise InvalidAttributes("NOATIME and STRICTATIME are two access-time modes: give one")
+
+
 def attrs_from_options(options: list[str] | tuple[str, ...]) -> MountAttr:
     attrs = MountAttr.none()
     for word in options:

@@ -44,7 +44,7 @@ from mountcompat import _syscalls as sys_
 from mountcompat.errors import OverlayOptionsTooLong
 from mountcompat.fscontext import FsContext
 from mountcompat.mountapi import create_superblock, fsmount_attributes_known
-from mountcompat.mounts import AttachedMount, MountAttr, ms_flags
+from mountcompat.mounts import AttachedMount, MountAttr, check_attrs, ms_flags
 from mountcompat.strategy import Probe, Strategy, Unsupported, feature
 
 
@@ -362,7 +362,8 @@ def _strategy(
         name,
         run,
         unsupported=unsupported,
-        cache_on=frozenset({errno.ENOSYS}) & unsupported,  # no fsopen: nothing of this works
+        # Both mean the kernel lacks the strategy outright (no fsopen; a legacy context).
+        cache_on=unsupported,
         ambiguous=ambiguous,
         probe=probes.base,
         request_probes=probes.for_request,
@@ -406,4 +407,5 @@ def mount_overlay(
     attrs: MountAttr = MountAttr.none(),
     force: str | None = None,
 ) -> AttachedMount:
+    check_attrs(attrs)
     return OVERLAY_LAYERS(spec, Path(target), attrs, force=force)

@@ -249,7 +249,9 @@ class Feature(Generic[T]):
             refusal = self._refusal(s, exc, args, kwargs)
             if refusal is not None:
                 self._unsupported(s, exc.errno, refusal.message, forced, refusal.remember)
-                raise StrategyUnsupported(self.id, s.name, exc.errno, refusal.message) from exc
+                raise StrategyUnsupported(
+                    self.id, s.name, exc.errno, refusal.message, missing=refusal.remember
+                ) from exc
             message = "; ".join([_kernel_message(exc), *getattr(exc, "__notes__", [])])
             LOG.add(self.id, s.name, "failed", err=exc.errno, message=message, forced=forced)
             raise

@@ -130,6 +130,7 @@ class LoopContract(Contract):
             assert entry["ro"] in (True, "1", 1)
             assert entry["autoclear"] in (True, "1", 1)
 
+    @pytest.mark.refused_only_if_missing
     def test_a_backing_the_kernel_refuses_is_a_failure_not_unsupported(self, workdir: Path) -> None:
         """EINVAL from LOOP_CONFIGURE also means "unknown ioctl" before 5.8: the probe finds
         it known, so the kernel's refusal of a directory as backing (loop_validate_file) is

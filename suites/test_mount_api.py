@@ -136,6 +136,7 @@ class FsCreateContract(Contract):
             (workdir / "f").write_text("x")
             assert os.stat(workdir / "f").st_dev == os.stat(workdir).st_dev
 
+    @pytest.mark.refused_only_if_missing
     def test_a_second_context_for_the_same_device(self, workdir: Path) -> None:
         """The difference between the two: block filesystems keep one superblock per device,
         and CMD_CREATE hands the existing one to a second context (its parameters ignored),

@@ -138,6 +138,7 @@ class OverlayContract(Contract):
             (target / "b").write_text("b")
             assert (upper / "b").read_text() == "b"
 
+    @pytest.mark.refused_only_if_missing
     @pytest.mark.parametrize("case", list(WRONG_REQUESTS))
     def test_a_wrong_request_is_raised_with_the_kernels_reason(
         self, workdir: Path, case: str

@@ -151,7 +151,7 @@ class KernelRun:
             "fetched",
             package_release=tree.release,
             packages=list(tree.packages),
-            provenance=tree.provenance(),
+            tree=tree.provenance(),
             fetch_notes=list(tree.notes),
         )
         self.ctx.milestone(self.spec.name, f"ready: {tree.release}")

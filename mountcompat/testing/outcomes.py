@@ -40,6 +40,7 @@ class TestEvidence:
     records: list[dict[str, Any]] = field(default_factory=list)
     kernel_log: list[str] = field(default_factory=list)
     duration: float = 0.0
+    missing: bool = False  # for "unsupported": the library found the strategy absent outright
 
     def to_json(self) -> dict[str, Any]:
         # By hand rather than dataclasses.asdict, which deep-copies every record again.
@@ -66,6 +67,14 @@ def _first(evidence: list[TestEvidence], verdict: str) -> TestEvidence | None:
     return next((e for e in evidence if e.verdict == verdict), None)
 
 
+def contradiction(evidence: list[TestEvidence]) -> TestEvidence | None:
+    """A test for which the library found the strategy missing outright, in a cell that
+    another test shows working on the same kernel: one of the two verdicts is wrong."""
+    if not any(e.verdict == "works" for e in evidence):
+        return None
+    return next((e for e in evidence if e.verdict == "unsupported" and e.missing), None)
+
+
 def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> Cell:
     verdicts = {e.verdict for e in evidence}
     for outcome in ("broken", "works", "unsupported", "not-run"):
@@ -73,7 +82,14 @@ def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> C
             break
     else:
         outcome = "not-run"
-    telling = _first(evidence, outcome if outcome != "works" else "unsupported")
+    clash = contradiction(evidence)
+    if clash is not None:
+        outcome = "broken"
+        clash.message = (
+            "the library found this strategy missing here, while another test of this kernel "
+            f"used it: {clash.message}"
+        )
+    telling = clash or _first(evidence, outcome if outcome != "works" else "unsupported")
     limits = (
         [f"{e.nodeid}: {e.errname}" for e in evidence if e.verdict == "unsupported"]
         if outcome == "works"

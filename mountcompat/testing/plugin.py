@@ -15,6 +15,7 @@ Markers:
                                             StrategyUnsupported for it means "unsupported"
   @pytest.mark.default_choice(feature)      the test checks the library's unforced choice
   @pytest.mark.no_leak_check                (for tests of the leak checker itself)
+  @pytest.mark.refused_only_if_missing      a refusal other than "the kernel lacks it" is broken
 
 Per-test timeout: pytest-timeout's own order decides (marker, command line, PYTEST_TIMEOUT,
 ini); only when none of them gives one does this plugin set a default, scaled for an
@@ -156,6 +157,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "strategy(feature, strategy): evidence for that cell")
     config.addinivalue_line("markers", "default_choice(feature): checks the unforced choice")
     config.addinivalue_line("markers", "no_leak_check: skip the mount/loop/fd leak check")
+    config.addinivalue_line(
+        "markers",
+        "refused_only_if_missing: the request is valid wherever the strategy exists, so only "
+        "the kernel's lack of the strategy may refuse it",
+    )
     if os.geteuid() == 0 and not config.getoption("--mountcompat-no-namespace"):
         private_mount_namespace()
     _set_default_timeout(config)
@@ -214,13 +220,24 @@ def _verdict(
     cell: tuple[str, str],
     outcomes: set[str],
     refusal: StrategyUnsupported | None,
+    only_missing: bool = False,
 ) -> tuple[str, int | None, str | None, str]:
     """One test's verdict for one cell. ``works`` needs a choice record ``used``: a test that
     passed while the strategy only failed (the error it expected) shows that the strategy
     refuses correctly, not that it works, and is ``expected-failure``."""
     exc = excinfo.value if excinfo is not None else None
+    if getattr(report, "wasxfail", None) is not None:
+        return "broken", None, None, "xfail and xpass are no verdict in the suites"
     if refusal is not None:
         if (refusal.feature, refusal.strategy) == cell:
+            if only_missing and not refusal.missing:
+                return (
+                    "broken",
+                    refusal.errno,
+                    errno_name(refusal.errno),
+                    "refused as beyond the strategy for this request, where only the kernel's "
+                    f"lack of the strategy may refuse it: {refusal.message}",
+                )
             return "unsupported", refusal.errno, errno_name(refusal.errno), refusal.message
         # Cut short by another cell's refusal: no evidence either way for this one.
         return "not-run", None, None, f"stopped: {refusal.feature}={refusal.strategy} unsupported"
@@ -255,10 +272,13 @@ def pytest_runtest_makereport(
         r["default_test"] = default_test
         r["backing"] = item.stash.get(backing_kind, None)
     refusal = item.stash.get(refusal_key, None) if report.when == "call" else None
+    only_missing = item.get_closest_marker("refused_only_if_missing") is not None
     items = []
     for cell in cells:
         ran = {r["outcome"] for r in records if (r["feature"], r["strategy"]) == cell}
-        verdict, err, errname, message = _verdict(report, call.excinfo, cell, ran, refusal)
+        verdict, err, errname, message = _verdict(
+            report, call.excinfo, cell, ran, refusal, only_missing
+        )
         if verdict == "unsupported" and report.when == "call":
             report.outcome = "skipped"
             report.longrepr = (
@@ -282,6 +302,7 @@ def pytest_runtest_makereport(
                 records=[r for r in records if r["feature"] == cell[0]],
                 kernel_log=kernel_log,
                 duration=report.duration,
+                missing=bool(refusal and refusal.missing and verdict == "unsupported"),
             ).to_json()
         )
     defaults = records if default_test else []  # the only records read from the controller
