@@ -161,7 +161,12 @@ def run_suites(
     ]
     # Lines as pytest writes them (not a pipe's blocks), so that the host times each one as
     # it happens; wide enough that a file's progress never wraps onto a second line.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+        "MOUNTCOMPAT_REQUIRE_TOOLS": "1",
+    }
     with (results / "pytest.log").open("w") as log:
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo, env=env

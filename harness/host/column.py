@@ -25,7 +25,9 @@ from typing import Any
 from harness.files import write_json
 from harness.guest.__main__ import kernel_facts
 from harness.report.collect import upstream_version
+from harness.run.provenance import provenance
 from harness.run.results import ResultStore, new_run_id
+from harness.run.verdicts import judge
 
 NAME = "host"
 ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}
@@ -57,8 +59,9 @@ def run_pytest(staged: Path, user_args: list[str]) -> tuple[int, float]:
     ]
     started = time.monotonic()
     with (staged / "pytest.log").open("w") as log:
+        env = {**os.environ, "MOUNTCOMPAT_REQUIRE_TOOLS": "1"}  # the tests session has them
         proc = subprocess.Popen(
-            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -68,29 +71,14 @@ def run_pytest(staged: Path, user_args: list[str]) -> tuple[int, float]:
     return status, time.monotonic() - started
 
 
-def verdict(staged: Path, status: int, selected: bool) -> tuple[str, str]:
-    """The same rule as a guest's: pytest ran (0, or 1 for failed tests) and every
-    (feature, strategy) of the library has a verdict (unless the run was narrowed)."""
-    if status not in (0, 1):
-        return "no-verdicts", f"pytest exited {status}"
+def verdict(staged: Path, status: int) -> tuple[str, str]:
+    """The guests' rule (harness.run.verdicts) applied to the host's run."""
     try:
         outcomes = json.loads((staged / "outcomes.json").read_text())
-    except (OSError, ValueError) as exc:
-        return "no-verdicts", f"no readable outcomes.json: {exc}"
-    have = {
-        (c["feature"], c["strategy"])
-        for c in outcomes.get("cells", [])
-        if c.get("outcome") in ("works", "unsupported", "broken")
-    }
-    missing = [
-        f"{f['id']}/{s}"
-        for f in outcomes.get("features", [])
-        for s in f["strategies"]
-        if (f["id"], s) not in have
-    ]
-    if missing and not selected:
-        return "no-verdicts", f"no verdict for {', '.join(missing[:5])}"
-    return "ok", "the suites ran on the host kernel"
+    except (OSError, ValueError):
+        outcomes = None
+    state, detail = judge(status, outcomes)
+    return state, ("the suites ran on the host kernel" if state == "ok" else detail)
 
 
 def write_column(
@@ -107,7 +95,7 @@ def write_column(
         staged / "guest.json",
         {"release": release, "pytest_exit": status, "suites_seconds": seconds},
     )
-    state, detail = verdict(staged, status, bool(user_args))
+    state, detail = verdict(staged, status)
     record = {
         "name": NAME,
         "host": True,
@@ -124,6 +112,9 @@ def write_column(
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "accelerator": None,
         "evidence": [],
+        "provenance": provenance(
+            REPO / "kernels.yaml", REPO / "expectations.yaml", REPO, REPO / "suites"
+        ),
     }
     write_json(staged / "kernel.json", record)
     return record

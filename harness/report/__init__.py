@@ -35,10 +35,18 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         found.append("kernels.yaml")
     if a.get("expectations_sha256") != b.get("expectations_sha256"):
         found.append("expectations.yaml")
+    if a.get("suites_sha256") != b.get("suites_sha256"):
+        found.append("the suites")
     library_a, library_b = a.get("library") or {}, b.get("library") or {}
-    if (library_a.get("version"), library_a.get("commit")) != (
+    same_files = library_a.get("sha256") and library_a.get("sha256") == library_b.get("sha256")
+    if not same_files and (
+        library_a.get("version"),
+        library_a.get("commit"),
+        library_a.get("sha256"),
+    ) != (
         library_b.get("version"),
         library_b.get("commit"),
+        library_b.get("sha256"),
     ):
         found.append(
             f"the library ({library_a.get('version')} {library_a.get('commit') or '?'} against "
@@ -117,7 +125,7 @@ def write_report(
         run = own or merged_run(root_runs)
         previous = _read_optional(out_dir / "previous-matrix.json", problems)
         matrix = build_matrix(
-            find_kernel_dirs(roots),
+            find_kernel_dirs(roots, problems),
             load_expectations(expectations_path),
             out_dir,
             run,
@@ -157,11 +165,20 @@ def validate(matrix: dict[str, Any]) -> None:
 
 
 def surprise_lines(matrix: dict[str, Any]) -> list[str]:
-    return [
+    """Cells against their expectation, and tests that failed (a failure outside any cell is
+    a surprise too: the suites' checks of defaults and wrong requests are in no cell)."""
+    cells = [
         f"{c['kernel']}: {c['feature']}/{c['strategy']} is {c['outcome']}, expected "
         f"{c['expected']} ({c['expected_because']})"
         for c in matrix["surprises"]
     ]
+    tests = [
+        f"{t['kernel']}: test {t['test']} {t['kind']}: {t['message'].splitlines()[0][:200]}"
+        if t["message"]
+        else f"{t['kernel']}: test {t['test']} {t['kind']}"
+        for t in matrix.get("failed_tests", [])
+    ]
+    return cells + tests
 
 
 def problem_lines(matrix: dict[str, Any]) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from xml.etree import ElementTree
 
 from harness.errors import UnreadableResult
-from harness.files import load_json_object
+from harness.files import load_json_object, read_json_object
 from harness.report.expectations import Expectations, KernelFacts, parse_config
 
 SCHEMA = 2
@@ -42,6 +42,8 @@ class KernelDir:
     config: dict[str, str] | None = None  # None: no config file at all
     release: str | None = None
     problems: list[str] = field(default_factory=list)  # "file: what is wrong"
+    failed_tests: list[dict[str, str]] = field(default_factory=list)  # from junit.xml
+    root_run_id: str | None = None  # the run.json of the directory it was found in
 
     @property
     def name(self) -> str:
@@ -68,13 +70,24 @@ def _text(path: Path) -> str | None:
         raise UnreadableResult(path, f"not UTF-8 (byte {exc.start})") from exc
 
 
-def _check_junit(path: Path) -> None:
+def _failed_tests(path: Path) -> list[dict[str, str]]:
+    """The tests that failed or errored, from JUnit XML: those outside any cell (defaults,
+    comparisons, wrong requests) are seen nowhere else."""
     if not path.exists():
-        return
+        return []
     try:
-        ElementTree.parse(path)
+        tree = ElementTree.parse(path)
     except (ElementTree.ParseError, OSError) as exc:
         raise UnreadableResult(path, f"not well-formed XML: {exc}") from exc
+    failed = []
+    for case in tree.iter("testcase"):
+        for kind in ("failure", "error"):
+            problem = case.find(kind)
+            if problem is not None:
+                name = f"{case.get('classname', '')}::{case.get('name', '')}"
+                message = (problem.get("message") or problem.text or "").strip()
+                failed.append({"test": name, "kind": kind, "message": message[:500]})
+    return failed
 
 
 def _shaped(data: dict[str, Any] | None, path: Path, key: str, kind: type) -> None:
@@ -104,10 +117,16 @@ def load_kernel_dir(path: Path) -> KernelDir | None:
     k.guest = noted(lambda: load_json_object(path / "guest.json")) or {}
     k.outcomes = noted(lambda: _outcomes(path / "outcomes.json")) or {}
     k.facts = noted(lambda: load_json_object(path / "facts.json")) or {}
-    noted(lambda: _check_junit(path / "junit.xml"))
+    k.failed_tests = noted(lambda: _failed_tests(path / "junit.xml")) or []
     k.release = (noted(lambda: _text(path / "uname.txt")) or "").strip() or None
     config = noted(lambda: _text(path / "config"))
     k.config = parse_config(config) if config is not None else None
+    if k.kernel.get("status") == "ok" and not k.problems:
+        # An ok kernel is one whose verdicts are all here; their absence is damage, not "no
+        # verdict" (which would show as not-run cells of a kernel that looks complete).
+        for name, data in (("outcomes.json", k.outcomes), ("facts.json", k.facts)):
+            if not data:
+                k.problems.append(f"{path / name}: missing for a kernel that is ok")
     return k
 
 
@@ -124,10 +143,14 @@ def _outcomes(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def find_kernel_dirs(roots: Iterable[Path]) -> list[KernelDir]:
-    """Kernel directories under each root (a results/ directory, or one kernel's own)."""
+def find_kernel_dirs(roots: Iterable[Path], problems: list[str] | None = None) -> list[KernelDir]:
+    """Kernel directories under each root (a results/ directory, or one kernel's own). Two
+    directories of one root claiming the same kernel are named as a problem; of two roots,
+    the later wins."""
     found: dict[str, KernelDir] = {}
     for root in roots:
+        in_root: dict[str, Path] = {}
+        run_id = read_json_object(root / "run.json").get("run_id")
         if (root / "kernel.json").exists():
             candidates = [root]
         else:
@@ -138,8 +161,16 @@ def find_kernel_dirs(roots: Iterable[Path]) -> list[KernelDir]:
             )
         for candidate in candidates:
             loaded = load_kernel_dir(candidate)
-            if loaded is not None:
-                found[loaded.name] = loaded  # a later root wins for the same kernel name
+            if loaded is None:
+                continue
+            if loaded.name in in_root and problems is not None:
+                problems.append(
+                    f"{candidate}: claims kernel {loaded.name!r}, as {in_root[loaded.name]} does"
+                )
+                continue
+            in_root[loaded.name] = candidate
+            loaded.root_run_id = str(run_id) if run_id else None
+            found[loaded.name] = loaded  # a later root wins for the same kernel name
     return list(found.values())
 
 
@@ -197,7 +228,7 @@ def kernel_entry(k: KernelDir, out_dir: Path, run: dict[str, Any]) -> dict[str, 
     files = {
         name: _relative(k.path / name, out_dir) for name in RESULT_FILES if (k.path / name).exists()
     }
-    this_run = run.get("run_id")
+    this_run = k.root_run_id or run.get("run_id")
     from_run = info.get("run_id")
     return {
         "name": k.name,
@@ -241,6 +272,7 @@ def kernel_entry(k: KernelDir, out_dir: Path, run: dict[str, Any]) -> dict[str, 
         "scratch": k.guest.get("scratch"),
         "pytest_exit": k.guest.get("pytest_exit"),
         "evidence": info.get("evidence", []),
+        "failed_tests": k.failed_tests,
         "files": files,
     }
 
@@ -306,7 +338,12 @@ def kernel_cells(
     tests = k.outcomes.get("tests", [])
     facts = facts_of(k)
     status = k.status
-    selected = bool(k.kernel.get("pytest_args"))
+    selection = k.outcomes.get("selection")
+    selected = (
+        bool(selection.get("narrowed"))
+        if isinstance(selection, dict)
+        else bool(k.kernel.get("pytest_args"))
+    )
     cells = []
     for feature, strategy in strategies:
         expected, why = expectations.expected(feature, strategy, facts)
@@ -465,6 +502,9 @@ def build_matrix(
         "comparison": compare(cells, kernels, previous),
         "problems": all_problems,
         "arch_differences": differences,
+        "failed_tests": [
+            {"kernel": k.name, **failure} for k in kernel_dirs for failure in k.failed_tests
+        ],
         "totals": {
             o: sum(1 for c in cells if c["outcome"] == o)
             for o in ("works", "unsupported", "broken", "not-run")

@@ -41,7 +41,8 @@ def run_entry(matrix: dict[str, Any]) -> dict[str, Any]:
             or (packages[0].get("version") if packages else None)
             or k.get("release"),
             "package_version": packages[0].get("version") if packages else None,
-            "sha256": [p.get("sha256") for p in packages],
+            # A kernel without packages (the host's, a local build) is known by its release.
+            "sha256": [p.get("sha256") for p in packages] or [k.get("release")],
             "status": k["status"],
             "run_id": k.get("run_id"),
             "library": ((k.get("provenance") or {}).get("library") or {}).get("commit"),

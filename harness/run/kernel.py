@@ -56,6 +56,7 @@ from harness.host.guestroot import (
     install_modules,
 )
 from harness.run.results import ResultStore
+from harness.run.verdicts import judge
 
 TERMINAL = (
     "ok",
@@ -67,12 +68,6 @@ TERMINAL = (
     "interrupted",
     "fetch-failed",
 )
-PYTEST_EXITS = {
-    2: "interrupted or a collection error",
-    3: "internal error",
-    4: "usage error",
-    5: "no tests collected",
-}
 Say = Callable[[str, str], None]  # (kernel, message)
 
 
@@ -363,19 +358,9 @@ class KernelRun:
             outcomes = load_json_object(self.dir / "outcomes.json", ("cells", "features"))
         except HarnessError as exc:
             return "no-verdicts", str(exc), self._pytest_tail()
-        exit_status = guest.get("pytest_exit")
-        if exit_status not in (0, 1):
-            meaning = (
-                PYTEST_EXITS.get(exit_status, "unknown") if isinstance(exit_status, int) else "?"
-            )
-            return "no-verdicts", f"pytest exited {exit_status} ({meaning})", self._pytest_tail()
-        if outcomes is None:
-            return "no-verdicts", "pytest wrote no outcomes.json", self._pytest_tail()
-        missing = _missing_cells(outcomes)
-        if missing and not self.ctx.pytest_args:
-            shown = ", ".join(f"{f}/{s}" for f, s in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            return "no-verdicts", f"no verdict for {shown}{more}", self._pytest_tail()
+        status, detail = judge(guest.get("pytest_exit"), outcomes)
+        if status != "ok":
+            return status, detail, self._pytest_tail()
         return "ok", "the guest ran the suites to the end", evidence
 
     def _pytest_tail(self) -> list[str]:
@@ -399,18 +384,6 @@ class KernelRun:
         seconds = values.get("wall_seconds")
         took = f" in {seconds:.0f} s" if isinstance(seconds, float) else ""
         self.ctx.milestone(self.spec.name, f"[{colour}]{status}[/{colour}]{took}: {detail}")
-
-
-def _missing_cells(outcomes: dict[str, Any]) -> list[tuple[str, str]]:
-    present = {
-        (c.get("feature"), c.get("strategy"))
-        for c in outcomes["cells"]
-        if isinstance(c, dict) and c.get("outcome") in ("works", "unsupported", "broken")
-    }
-    wanted = [
-        (f["id"], s) for f in outcomes["features"] if isinstance(f, dict) for s in f["strategies"]
-    ]
-    return [cell for cell in wanted if cell not in present]
 
 
 GUEST_MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}  # uname -m of each architecture

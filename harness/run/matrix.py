@@ -108,7 +108,12 @@ class MatrixRun:
         self.facts: HostFacts | None = None
         self._preparing = True  # host preparation and fetching: a signal interrupts them
         self.bytecode_seconds: float | None = None
-        self.provenance = provenance(options.config.path, options.expectations, options.repo)
+        self.provenance = provenance(
+            options.config.path,
+            options.expectations,
+            options.repo,
+            options.suites or options.repo / "suites",
+        )
 
     # --- signals ---------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -82,6 +82,11 @@ class SuitesState:
         self.known_cells: set[tuple[str, str]] = set()
         self.kernel_log = KernelLog()
         self.worker_syscalls: collections.Counter[str] = collections.Counter()
+        self.deselected = 0
+        self.narrowing_args: list[str] = []
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += len(items)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -125,6 +130,13 @@ class SuitesState:
             "defaults": defaults_from(self.records),
             # Every number of this architecture's table, and how often the suites called it
             # (in this process): a number never called was never checked on this kernel.
+            # Whether this run was narrowed (tests deselected, or single files or tests named):
+            # only a whole run must give every strategy a verdict.
+            "selection": {
+                "narrowed": bool(self.deselected or self.narrowing_args),
+                "deselected": self.deselected,
+                "args": self.narrowing_args,
+            },
             "syscalls": {
                 name: _syscalls.CALLED[name] + self.worker_syscalls[name]
                 for name in sorted(_syscalls.NR)
@@ -166,6 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
         private_mount_namespace()
     _set_default_timeout(config)
     state = SuitesState()
+    state.narrowing_args = [a for a in config.args if "::" in a or a.endswith(".py")]
     config.stash[state_key] = state
     config.pluginmanager.register(state, "mountcompat-suites-state")
 

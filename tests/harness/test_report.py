@@ -145,3 +145,59 @@ def test_an_invalid_matrix_is_refused_before_it_is_written(
     with pytest.raises(jsonschema.ValidationError, match="fine, probably"):
         write_report([tmp_path], tmp_path)
     assert not (tmp_path / "matrix.json").exists()
+
+
+def test_a_failed_test_outside_any_cell_is_a_surprise(tmp_path: Path) -> None:
+    old, _ = make_two(tmp_path)
+    (old / "junit.xml").write_text(
+        '<?xml version="1.0"?><testsuites><testsuite name="pytest">'
+        '<testcase classname="suites.test_overlay" name="test_default_choice">'
+        '<failure message="AssertionError: no strategy used">trace</failure></testcase>'
+        "</testsuite></testsuites>"
+    )
+    matrix = write_report([tmp_path], tmp_path)
+    (failure,) = matrix["failed_tests"]
+    assert failure["kernel"] == "old" and failure["test"].endswith("test_default_choice")
+    from harness.report import surprise_lines
+
+    assert any("test_default_choice" in line for line in surprise_lines(matrix))
+
+
+def test_an_ok_kernel_without_its_outcomes_is_unreadable(tmp_path: Path) -> None:
+    old, _ = make_two(tmp_path)
+    (old / "outcomes.json").unlink()
+    matrix = write_report([tmp_path], tmp_path)
+    statuses = {k["name"]: k["status"] for k in matrix["kernels"]}
+    assert statuses["old"] == "unreadable"
+    assert any("outcomes.json: missing" in p for p in matrix["problems"])
+
+
+def test_two_directories_claiming_one_kernel_are_named(tmp_path: Path) -> None:
+    old, _ = make_two(tmp_path)
+    shutil.copytree(old, tmp_path / "old.copy")
+    matrix = write_report([tmp_path], tmp_path)
+    assert any("claims kernel 'old'" in p for p in matrix["problems"])
+
+
+@pytest.mark.parametrize(
+    ("selection", "status"),
+    [
+        ({"narrowed": False}, "no-verdicts"),  # -v or --timeout narrow nothing
+        ({"narrowed": True}, "ok"),
+        (None, "no-verdicts"),
+    ],
+)
+def test_only_a_narrowed_run_may_leave_cells_without_verdicts(
+    selection: dict[str, bool] | None, status: str
+) -> None:
+    from harness.run.verdicts import judge
+
+    outcomes: dict[str, Any] = {
+        "features": [{"id": "f", "strategies": ["a", "b"]}],
+        "cells": [{"feature": "f", "strategy": "a", "outcome": "works"}],
+    }
+    if selection is not None:
+        outcomes["selection"] = selection
+    assert judge(0, outcomes)[0] == status
+    assert judge(0, {**outcomes, "cells": []})[0] == "no-verdicts"  # never with none at all
+    assert judge(2, outcomes)[0] == "no-verdicts"

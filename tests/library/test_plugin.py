@@ -133,3 +133,52 @@ def test_pytest_timeouts_own_order_is_kept(
     want = str(BASE_TIMEOUT * timeout_factor()) if expected == "default" else expected
     assert f"TIMEOUT {want}" in result.stdout.str()
     assert "MARKER 3" in result.stdout.str()
+
+
+def test_a_strategy_found_missing_where_another_test_used_it_is_broken(
+    pytester: pytest.Pytester,
+) -> None:
+    """Two tests of one cell that cannot both be right: one used the strategy, the other was
+    told the kernel lacks it outright. Neither ``works`` nor ``unsupported`` may stand."""
+    _result, data = run(
+        pytester,
+        """
+@pytest.mark.strategy("path.resolve", "openat2")
+def test_used():
+    os.close(open_in_root("/", "etc", force="openat2"))
+
+@pytest.mark.strategy("path.resolve", "openat2")
+def test_told_missing():
+    raise StrategyUnsupported("path.resolve", "openat2", errno.ENOSYS, "absent", missing=True)
+""",
+    )
+    assert cells(data) == {("path.resolve", "openat2"): "broken"}
+    (cell,) = data["cells"]
+    assert "another test of this kernel used it" in cell["message"]
+
+
+def test_refused_only_if_missing_accepts_no_other_refusal(pytester: pytest.Pytester) -> None:
+    _result, data = run(
+        pytester,
+        """
+@pytest.mark.refused_only_if_missing
+@pytest.mark.strategy("mount.api", "fsmount")
+def test_limit():
+    raise StrategyUnsupported("mount.api", "fsmount", errno.E2BIG, "too long for it")
+
+@pytest.mark.refused_only_if_missing
+@pytest.mark.strategy("mount.api", "mount2")
+def test_missing():
+    raise StrategyUnsupported("mount.api", "mount2", errno.ENOSYS, "absent", missing=True)
+
+@pytest.mark.strategy("path.resolve", "userspace")
+@pytest.mark.xfail(reason="no verdict may come of this")
+def test_xfail():
+    assert False
+""",
+    )
+    assert cells(data) == {
+        ("mount.api", "fsmount"): "broken",
+        ("mount.api", "mount2"): "unsupported",
+        ("path.resolve", "userspace"): "broken",
+    }
