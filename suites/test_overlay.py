@@ -204,12 +204,15 @@ def test_one_page_limit_is_a_clear_error(workdir: Path) -> None:
 
 def test_a_missing_layer_is_a_real_error_not_unsupported(workdir: Path) -> None:
     """ENOENT for a layer that does not exist is raised as it is: no strategy is recorded
-    "unsupported" for it and none after the first is tried."""
+    "unsupported" for it and none after the first is tried. Two lower layers, one missing:
+    with a single one and no upper, 5.10 and 6.1 refuse the shape first ("at least 2 lowerdir
+    are needed"), before they look for the path."""
+    present = make_tree(workdir / "present", {"f": "x"})
     target = workdir / "m"
     target.mkdir()
     since = LOG.mark()
     with pytest.raises(FileNotFoundError):
-        mount_overlay(OverlaySpec(lower=(workdir / "missing",)), target)
+        mount_overlay(OverlaySpec(lower=(present, workdir / "missing")), target)
     records = [r for r in LOG.since(since) if r.feature == "overlay.layers"]
     # Strategies this kernel was already found to lack are passed over ("skipped"); the
     # first one tried fails, and nothing after it is tried.

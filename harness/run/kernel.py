@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from harness.boot.process import RunOutcome, end_process_group, run_guest
 from harness.boot.vng import (
     GuestPlan,
@@ -262,7 +264,9 @@ class KernelRun:
                 # not a verdict: keep its console and evidence, and boot once more.
                 (self.dir / "console.log").rename(self.dir / f"console-attempt{attempt}.log")
                 attempts.append({"attempt": attempt, **outcome.to_json()})
-                self.ctx.milestone(name, f"{outcome.status} ({outcome.detail}); booting again")
+                self.ctx.milestone(
+                    name, f"{outcome.status} ({escape(outcome.detail)}); booting again"
+                )
         return outcome, attempts
 
     def _attempt(self, command: list[str], env: dict[str, str], attempt: int) -> RunOutcome:
@@ -277,7 +281,7 @@ class KernelRun:
         def on_line(line: str) -> None:
             if self.state == "booting":
                 self._enter("running")
-            self.ctx.update(self.spec.name, line)
+            self.ctx.update(self.spec.name, escape(line))
 
         return run_guest(
             command,
@@ -383,7 +387,7 @@ class KernelRun:
         colour = "green" if status == "ok" else "red"
         seconds = values.get("wall_seconds")
         took = f" in {seconds:.0f} s" if isinstance(seconds, float) else ""
-        self.ctx.milestone(self.spec.name, f"[{colour}]{status}[/{colour}]{took}: {detail}")
+        self.ctx.milestone(self.spec.name, f"[{colour}]{status}[/{colour}]{took}: {escape(detail)}")
 
 
 GUEST_MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}  # uname -m of each architecture

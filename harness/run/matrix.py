@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rich.markup import escape
+
 from harness.config import KernelSpec, MatrixConfig, memory_mib
 from harness.errors import FetchError, UsageError
 from harness.fetch.download import TRANSFERS
@@ -249,9 +251,9 @@ class MatrixRun:
         surprises = surprise_lines(matrix) if matrix else []
         problems = problem_lines(matrix) if matrix else []
         for line in surprises:
-            self.ui.say(f"[bold red]surprise[/bold red]: {line}")
+            self.ui.say(f"[bold red]surprise[/bold red]: {escape(line)}")
         for line in problems:
-            self.ui.say(f"[bold red]unreadable[/bold red]: {line}")
+            self.ui.say(f"[bold red]unreadable[/bold red]: {escape(line)}")
         if incomplete:
             self.ui.say(f"[red]did not complete[/red]: {', '.join(incomplete)}")
         if incomplete or problems or matrix is None:
