@@ -127,7 +127,7 @@ def check_workflows(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Each strategy's speed as a ratio to its fallback, side by side (results/bench.json)."""
     install(session, "bench")
-    session.run("python", "-m", "harness.bench")
+    session.run("python", "-m", "harness.bench", *session.posargs)
 
 
 @nox.session
