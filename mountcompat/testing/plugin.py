@@ -35,10 +35,10 @@ from typing import Any
 
 import pytest
 
+from mountcompat._syscalls import KernelLogCursor
 from mountcompat.choices import LOG
 from mountcompat.errors import StrategyUnsupported, errno_name
 from mountcompat.mounts import private_mount_namespace
-from mountcompat.testing.kmsg import KernelLog
 from mountcompat.testing.leaks import Snapshot, leaks_since
 from mountcompat.testing.outcomes import TestEvidence, aggregate, defaults_from
 from mountcompat.testing.slowness import timeout_factor
@@ -80,7 +80,9 @@ class SuitesState:
         self.evidence: dict[tuple[str, str, str], TestEvidence] = {}
         self.records: list[dict[str, Any]] = []
         self.known_cells: set[tuple[str, str]] = set()
-        self.kernel_log = KernelLog()
+        # What the kernel says during each test is part of its evidence: some refusals carry
+        # their reason only there.
+        self.kernel_log = KernelLogCursor()
         self.worker_syscalls: collections.Counter[str] = collections.Counter()
         self.deselected = 0
         self.narrowing_args: list[str] = []
@@ -224,7 +226,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[records_mark] = LOG.mark()
-    _state(item.config).kernel_log.new_lines()  # what earlier tests made the kernel say
+    _state(item.config).kernel_log.lines()  # what earlier tests made the kernel say
 
 
 def _verdict(
@@ -277,7 +279,7 @@ def pytest_runtest_makereport(
         return
     records = [r.to_json() for r in LOG.since(item.stash.get(records_mark, 0))]
     state = _state(item.config)
-    kernel_log = state.kernel_log.new_lines() if report.when == "call" else []
+    kernel_log = state.kernel_log.lines(limit=40) if report.when == "call" else []
     default_test = item.get_closest_marker("default_choice") is not None
     if not cells and not default_test:
         return  # evidence for no cell and no default: nothing to report
