@@ -110,6 +110,7 @@ class MatrixRun:
         self.facts: HostFacts | None = None
         self._preparing = True  # host preparation and fetching: a signal interrupts them
         self.bytecode_seconds: float | None = None
+        self.phases: dict[str, float] = {}
         self.provenance = provenance(
             options.config.path,
             options.expectations,
@@ -164,7 +165,9 @@ class MatrixRun:
             fetched = [k for k in self.kernels if not self.stop.is_set() and k.fetch()]
             self._check_signatures(fetched)
             self._preparing = False
+            self.phases["prepared"] = round(time.monotonic() - started, 1)
             self._boot_all(fetched)
+            self.phases["booted"] = round(time.monotonic() - started, 1)
         except KeyboardInterrupt:
             self.stop.set()
         finally:
@@ -176,6 +179,10 @@ class MatrixRun:
             self.store.clean()
             self.write_run(time.monotonic() - started)
             matrix = self.write_report()
+            # Seconds from the run's start: host and kernels ready (before the first boot),
+            # every guest done, and the report written (also in run.json of the next write).
+            self.phases["reported"] = round(time.monotonic() - started, 1)
+            self.write_run(time.monotonic() - started)
         return self.exit_status(matrix)
 
     def _context(self, facts: HostFacts) -> RunContext:
@@ -276,6 +283,7 @@ class MatrixRun:
             },
             "wall_seconds": round(seconds, 1),
             "bytecode_seconds": round(self.bytecode_seconds, 1) if self.bytecode_seconds else None,
+            "phases": self.phases,
             "downloaded_bytes": TRANSFERS.bytes,
             "downloaded_files": TRANSFERS.files,
             "config": str(self.options.config.path),
