@@ -28,6 +28,7 @@ class Tool:
     fedora: str
     arch: str
     alternatives: tuple[str, ...] = ()  # other commands that do as well
+    library: bool = False  # ``command`` is a shared library's soname, not a program
 
 
 # Everything virtme-ng and the suites call on the host (the guest sees the host's binaries).
@@ -90,6 +91,14 @@ SUITE_TOOLS = (
 
 REPORT_TOOLS = (
     Tool(
+        "libatomic.so.1",
+        "Playwright's own node (the browser test's driver) links it; a stock system lacks it",
+        "libatomic1",
+        "libatomic",
+        "gcc-libs",
+        library=True,
+    ),
+    Tool(
         "chromium",
         "opens the report in the browser test",
         "chromium",
@@ -143,8 +152,26 @@ def install_command(family: str, packages: Iterable[str]) -> str:
     }.get(family, f"install these packages (Debian names): {names}")
 
 
+def find_library(soname: str) -> str | None:
+    """A shared library the dynamic loader knows (its cache, as ldconfig -p shows it)."""
+    try:
+        out = subprocess.run(
+            ["ldconfig", "-p"], capture_output=True, text=True, check=False, timeout=30
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    known = any(line.strip().startswith(f"{soname} ") for line in out.splitlines())
+    return soname if known else None
+
+
+def present(tool: Tool) -> bool:
+    if tool.library:
+        return find_library(tool.command) is not None
+    return any(find_command(c) is not None for c in (tool.command, *tool.alternatives))
+
+
 def missing_tools(tools: Iterable[Tool]) -> list[Tool]:
-    return [t for t in tools if all(find_command(c) is None for c in (t.command, *t.alternatives))]
+    return [t for t in tools if not present(t)]
 
 
 def apt_install(packages: list[str], say: Say) -> None:
