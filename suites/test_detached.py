@@ -24,12 +24,23 @@ def detached_tmpfs_with_file() -> DetachedMount:
     return source
 
 
+def fd_mount_id(fd: int) -> int:
+    """The mount an fd is on, as the kernel tells in fdinfo (not through the library)."""
+    with open(f"/proc/self/fdinfo/{fd}") as info:
+        for line in info:
+            if line.startswith("mnt_id:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no mnt_id in /proc/self/fdinfo/{fd}")
+
+
 class DetachedContract(Contract):
     feature = "mount.detached"
 
     def test_clone_of_a_detached_mount_has_its_content(self, workdir: Path) -> None:
         with detached_tmpfs_with_file() as source:
             clone = clone_detached(source, force=self.strategy)
+            # A clone is a mount of its own, not one more fd on the source's mount.
+            assert fd_mount_id(clone.fileno()) != fd_mount_id(source.fileno())
         with clone:
             attached = clone.attach(workdir)
         with attached:
