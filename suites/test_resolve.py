@@ -26,6 +26,13 @@ def jail(root: Path) -> Path:
     os.symlink("../../../../etc/passwd", root / "data" / "climb")
     os.symlink("loop-b", root / "loop-a")
     os.symlink("loop-a", root / "loop-b")
+    # Paths that stay below the root: a walk that sends every ".." or link back to the root
+    # would get these wrong.
+    (root / "data" / "sub").mkdir()
+    (root / "data" / "sub" / "file").write_text("sub")
+    os.symlink("file", root / "data" / "rel")
+    os.symlink("../data/file", root / "data" / "up")
+    os.symlink("sub/../sub/file", root / "data" / "down")
     return root
 
 
@@ -47,6 +54,21 @@ class ResolveContract(Contract):
     def test_plain_path(self, workdir: Path) -> None:
         root = jail(workdir)
         assert read_fd(open_in_root(root, "data/file", force=self.strategy)) == "data"
+
+    @pytest.mark.parametrize(
+        ("path", "content"),
+        [
+            ("data/sub/../file", "data"),
+            ("data/sub/../sub/file", "sub"),
+            ("data/rel", "data"),
+            ("data/up", "data"),
+            ("data/down", "sub"),
+            ("data/sub/../../data/sub/file", "sub"),
+        ],
+    )
+    def test_dotdot_and_links_inside_the_root(self, workdir: Path, path: str, content: str) -> None:
+        root = jail(workdir)
+        assert read_fd(open_in_root(root, path, force=self.strategy)) == content
 
     def test_symlink_loop_is_eloop(self, workdir: Path) -> None:
         root = jail(workdir)
