@@ -294,7 +294,11 @@ class KernelRun:
         )
 
     def _retry_worthy(self, outcome: RunOutcome) -> bool:
-        return outcome.status == "boot-failed" and not (self.dir / "guest-started.json").exists()
+        """A boot that failed or panicked before the guest's command started: under TCG on a
+        busy host that can be the emulation's timing, not the kernel; a kernel that really
+        cannot boot fails the second time too, and both consoles are kept."""
+        started = (self.dir / "guest-started.json").exists()
+        return outcome.status in ("boot-failed", "panic") and not started
 
     def bare_boot(self, env: dict[str, str]) -> float | None:
         """Seconds of a bare ``vng --run <vmlinuz> --exec true``: the boot cost alone."""
