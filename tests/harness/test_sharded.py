@@ -68,8 +68,9 @@ def test_sharded_then_merged_equals_one_run(tmp_path: Path, kernel: KernelTree) 
         harness(config, tmp_path / f"shard-{name}", "--kernel", name, "--jobs", "1")
         for name in names
     ]
-    for proc in (whole, *shards):
-        out, _ = proc.communicate(timeout=800)
+    # Every run waited for before any is judged: a failed one must not leave the others running.
+    outputs = [(proc, proc.communicate(timeout=800)[0]) for proc in (whole, *shards)]
+    for proc, out in outputs:
         assert proc.returncode == 0, out
     merged = tmp_path / "merged"
     done = subprocess.run(
