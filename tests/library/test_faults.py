@@ -197,6 +197,7 @@ def every_step_fails_in_turn(
     tried = []
     for index in range(count):
         before = Snapshot.take()
+        directories = our_temporary_directories()
         made: list[Any] = []
         injector.arm(index)
         error: BaseException | None = None
@@ -211,6 +212,13 @@ def every_step_fails_in_turn(
         tried.append(step.call)
         check_failure(step, error, injector.raised)
         check_nothing_left(step, before, owned, made, error)
+        left = our_temporary_directories() - directories
+        if step.call == "os.rmdir" and step.mention in left:
+            # The one directory the kernel refused to remove, named in the error (checked
+            # above): nothing is mounted on it any more, so the test removes it.
+            os.rmdir(os.path.join(tempfile.gettempdir(), step.mention))
+            left.discard(step.mention)
+        assert not left, f"after {step}, temporary directories left: {left}"
     return tried
 
 
@@ -226,15 +234,21 @@ def check_nothing_left(
     step: Step, before: Snapshot, owned: list[Path], made: list[Any], error: BaseException | None
 ) -> None:
     left = leaks_since(before, [str(p) for p in owned], wait=0.5)
-    if not left:
-        return
-    assert step.call in RELEASING, f"{step} failed and left: {left}"
-    for thing in reversed(made):
-        thing.close()  # a second close() must release what the first could not
-    for where in stays_mounted_on(error):  # no object to retry: the error says where
+    if left:
+        assert step.call in RELEASING, f"{step} failed and left: {left}"
+        for thing in reversed(made):
+            thing.close()  # a second close() must release what the first could not
+    # No object to retry: the error says where the mount stays, outside what the test owns,
+    # so the leak check above cannot see it. It must really be there, and it goes now.
+    for where in stays_mounted_on(error):
+        assert step.call in RELEASING, f"{step} failed and left a mount on {where}"
         sys_.umount2(where, C.MNT_DETACH)
         os.rmdir(where)
     assert not leaks_since(before, [str(p) for p in owned]), f"after {step}, close() again"
+
+
+def our_temporary_directories() -> set[str]:
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("mountcompat-")}
 
 
 def stays_mounted_on(error: BaseException | None) -> list[str]:
