@@ -10,13 +10,17 @@ filesystem contexts the kernel's own messages, read back from the context fd, ar
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import platform
+import stat
 import struct
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mountcompat import _constants as C
@@ -62,6 +66,109 @@ _umount2 = _libc.umount2
 _umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _unshare = _libc.unshare
 _unshare.argtypes = [ctypes.c_int]
+
+
+# --- the path a strategy took ----------------------------------------------------------
+#
+# While a strategy runs (and tracing is on: the suites' plugin turns it on), each call of this
+# layer is noted in that strategy's frame: the syscall, its command, key, flags and the kind of
+# fd or source it was given, and the errno it got. Probes and the table reads of helpers run
+# untraced (``untraced``): what is judged is the forced call itself. Off by default, so an
+# embedding program pays one attribute lookup per call.
+
+CALL_LIMIT = 400  # distinct calls kept per frame; repeats of the last one only count up
+
+
+class _Frames(threading.local):
+    def __init__(self) -> None:
+        # A frame is a list of calls; None marks an untraced stretch (a probe's).
+        self.stack: list[list[dict[str, Any]] | None] = []
+
+
+_FRAMES = _Frames()
+_tracing = [False]
+
+
+def set_tracing(on: bool) -> None:
+    """Note the calls of every strategy in its choice record (the suites do)."""
+    _tracing[0] = on
+
+
+def tracing() -> bool:
+    return _tracing[0]
+
+
+@contextlib.contextmanager
+def traced() -> Iterator[list[dict[str, Any]]]:
+    """The calls of this layer made by this thread inside the block (nested frames' too)."""
+    calls: list[dict[str, Any]] = []
+    _FRAMES.stack.append(calls)
+    try:
+        yield calls
+    finally:
+        _FRAMES.stack.pop()
+
+
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """A stretch whose calls belong to no strategy's path (a probe, a helper's table read)."""
+    _FRAMES.stack.append(None)
+    try:
+        yield
+    finally:
+        _FRAMES.stack.pop()
+
+
+def note(call: str, err: int | None = None, **detail: Any) -> None:
+    """Add one call to every open frame up to the nearest untraced stretch."""
+    stack = _FRAMES.stack
+    if not stack or stack[-1] is None:
+        return
+    entry = {"call": call, **{k: v for k, v in detail.items() if v is not None}}
+    entry["errno"] = errno.errorcode.get(err, str(err)) if err else None
+    for frame in reversed(stack):
+        if frame is None:
+            break
+        last = frame[-1] if frame else None
+        if last is not None and {k: v for k, v in last.items() if k != "n"} == entry:
+            last["n"] = last.get("n", 1) + 1
+        elif len(frame) < CALL_LIMIT:
+            frame.append(dict(entry))
+
+
+def noting() -> bool:
+    stack = _FRAMES.stack
+    return bool(stack) and stack[-1] is not None
+
+
+def fd_kind(fd: int) -> str:
+    """How an fd was opened, as a strategy's evidence: O_PATH or its access mode."""
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except OSError:
+        return "bad fd"
+    if flags & os.O_PATH:
+        return "O_PATH"
+    return {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY"}.get(flags & os.O_ACCMODE, "O_RDWR")
+
+
+def path_kind(value: str | bytes | None) -> str | None:
+    """What a source string names: a regular file, a block device, or something else."""
+    if value is None:
+        return None
+    try:
+        mode = os.stat(value).st_mode
+    except (OSError, ValueError):
+        return "no such path"
+    if stat.S_ISREG(mode):
+        return "regular file"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "directory" if stat.S_ISDIR(mode) else "other"
+
+
+def _err_of(result: int) -> int | None:
+    return ctypes.get_errno() if result < 0 else None
 
 
 class MountAttrStruct(ctypes.Structure):
@@ -139,10 +246,18 @@ def _check(result: int, name: str, args: Sequence[Any]) -> int:
     return result
 
 
-def syscall(name: str, *args: Any, describe: Sequence[Any] | None = None) -> int:
+def syscall(
+    name: str,
+    *args: Any,
+    describe: Sequence[Any] | None = None,
+    detail: dict[str, Any] | None = None,
+) -> int:
+    """The syscall ``name``; ``detail`` is what its note in a strategy's path says of it."""
     CALLED[name] += 1
     ctypes.set_errno(0)
     result = int(_syscall(ctypes.c_long(NR[name]), *args))
+    if _FRAMES.stack:
+        note(name, _err_of(result), **(detail or {}))
     return _check(result, name, describe if describe is not None else args)
 
 
@@ -150,7 +265,13 @@ def syscall(name: str, *args: Any, describe: Sequence[Any] | None = None) -> int
 
 
 def fsopen(fstype: str, flags: int = C.FSOPEN_CLOEXEC) -> int:
-    return syscall("fsopen", _encode(fstype), ctypes.c_uint(flags), describe=(fstype, flags))
+    return syscall(
+        "fsopen",
+        _encode(fstype),
+        ctypes.c_uint(flags),
+        describe=(fstype, flags),
+        detail={"fstype": fstype},
+    )
 
 
 def fspick(
@@ -162,6 +283,7 @@ def fspick(
         _encode(path),
         ctypes.c_uint(flags),
         describe=(dfd, os.fspath(path), flags),
+        detail={"flags": flags},
     )
 
 
@@ -246,10 +368,23 @@ def fsconfig(
             ctypes.c_int(aux),
         )
     )
-    if result < 0:
-        err = ctypes.get_errno()
+    err = _err_of(result)
+    if noting():
+        note("fsconfig", err, **_fsconfig_detail(cmd, key, value, aux))
+    if err is not None:
         args = (fd, C.FSCONFIG_NAMES.get(cmd, cmd), key, shown_value, aux)
         raise raise_errno(err, "fsconfig", args, read_context_messages(fd))
+
+
+def _fsconfig_detail(
+    cmd: int, key: str | None, value: str | bytes | None, aux: int
+) -> dict[str, Any]:
+    detail: dict[str, Any] = {"cmd": C.FSCONFIG_NAMES.get(cmd, str(cmd)), "key": key}
+    if cmd == C.FSCONFIG_SET_FD:
+        detail["fd"] = fd_kind(aux)
+    elif cmd == C.FSCONFIG_SET_STRING and key == "source":
+        detail["source"] = path_kind(value)
+    return detail
 
 
 def fsmount(fd: int, flags: int = C.FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int:
@@ -263,8 +398,10 @@ def fsmount(fd: int, flags: int = C.FSMOUNT_CLOEXEC, attr_flags: int = 0) -> int
             ctypes.c_uint(attr_flags),
         )
     )
-    if result < 0:
-        err = ctypes.get_errno()
+    err = _err_of(result)
+    if _FRAMES.stack:
+        note("fsmount", err, flags=flags, attr_flags=attr_flags)
+    if err is not None:
         raise raise_errno(err, "fsmount", (fd, flags, attr_flags), read_context_messages(fd))
     return result
 
@@ -280,6 +417,7 @@ def move_mount(
         _encode(to_path),
         ctypes.c_uint(flags),
         describe=(from_dfd, from_path, to_dfd, os.fspath(to_path), flags),
+        detail={"flags": flags},
     )
 
 
@@ -290,6 +428,7 @@ def open_tree(dfd: int, path: str | os.PathLike[str], flags: int) -> int:
         _encode(path),
         ctypes.c_uint(flags),
         describe=(dfd, os.fspath(path), flags),
+        detail={"flags": flags},
     )
 
 
@@ -304,6 +443,7 @@ def mount_setattr(
         ctypes.byref(attr),
         ctypes.c_size_t(ctypes.sizeof(attr)),
         describe=(dfd, os.fspath(path), flags, f"set={attr.attr_set:#x} clr={attr.attr_clr:#x}"),
+        detail={"flags": flags, "attr_set": attr.attr_set, "attr_clr": attr.attr_clr},
     )
 
 
@@ -325,6 +465,7 @@ def open_tree_attr(
             flags,
             f"set={attr.attr_set:#x} clr={attr.attr_clr:#x}" if attr else None,
         ),
+        detail={"flags": flags, "attr_set": attr.attr_set if attr else None},
     )
 
 
@@ -336,6 +477,7 @@ def openat2(dfd: int, path: str | os.PathLike[str], how: OpenHow) -> int:
         ctypes.byref(how),
         ctypes.c_size_t(ctypes.sizeof(how)),
         describe=(dfd, os.fspath(path), f"flags={how.flags:#x}", f"resolve={how.resolve:#x}"),
+        detail={"flags": how.flags, "resolve": how.resolve},
     )
 
 
@@ -361,6 +503,8 @@ class StatmountBuffer:
         CALLED["statmount"] += 1
         self._req.mnt_id = mnt_id
         nr, req = self._args
+        if _FRAMES.stack:
+            note("statmount", None, mask=self.mask)
         while _syscall(nr, req, self._buffer, self._size, self._flags) < 0:
             err = ctypes.get_errno()
             size = self._size.value
@@ -390,6 +534,7 @@ def listmount(mnt_id: int, last_id: int, count: int = 512, flags: int = 0) -> li
         ctypes.c_size_t(count),
         ctypes.c_uint(flags),
         describe=(mnt_id, last_id, count, flags),
+        detail={"flags": flags},
     )
     return ids[:n]
 
@@ -416,6 +561,7 @@ def statx(
         ctypes.c_uint(mask),
         buf,
         describe=(dfd, os.fspath(path), flags, f"mask={mask:#x}"),
+        detail={"mask": mask},
     )
     returned, major, minor, mnt_id = STATX_FIELDS.unpack_from(buf)
     return returned, major, minor, mnt_id
@@ -433,7 +579,10 @@ def mount(
 ) -> None:
     ctypes.set_errno(0)
     args = (_encode(source), _encode(target), _encode(fstype), ctypes.c_ulong(flags), _encode(data))
-    if _mount(*args) != 0:
+    failed = _mount(*args) != 0
+    if _FRAMES.stack:
+        note("mount", ctypes.get_errno() if failed else None, fstype=fstype, flags=flags)
+    if failed:
         shown = (
             None if source is None else os.fspath(source),
             os.fspath(target),
@@ -446,7 +595,10 @@ def mount(
 
 def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
     ctypes.set_errno(0)
-    if _umount2(_encode(target), ctypes.c_int(flags)) != 0:
+    failed = _umount2(_encode(target), ctypes.c_int(flags)) != 0
+    if _FRAMES.stack:
+        note("umount2", ctypes.get_errno() if failed else None, flags=flags)
+    if failed:
         raise raise_errno(ctypes.get_errno(), "umount2", (os.fspath(target), flags))
 
 
@@ -454,3 +606,43 @@ def unshare(flags: int) -> None:
     ctypes.set_errno(0)
     if _unshare(ctypes.c_int(flags)) != 0:
         raise raise_errno(ctypes.get_errno(), "unshare", (f"{flags:#x}",))
+
+
+# --- calls of the os module, noted for the paths that use them -------------------------
+
+
+def ioctl(fd: int, request: int, arg: int | ctypes.Structure, name: str, **detail: Any) -> int:
+    """ioctl(2) through fcntl; a structure is passed as a mutable buffer and read back."""
+    try:
+        if isinstance(arg, ctypes.Structure):
+            buf = bytearray(bytes(arg))
+            result = int(fcntl.ioctl(fd, request, buf, True))
+            ctypes.memmove(ctypes.addressof(arg), bytes(buf), len(buf))
+        else:
+            result = int(fcntl.ioctl(fd, request, arg))
+    except OSError as exc:
+        if _FRAMES.stack:
+            note("ioctl", exc.errno, cmd=name, **detail)
+        raise raise_errno(exc.errno or 0, name, (fd,)) from None
+    if _FRAMES.stack:
+        note("ioctl", None, cmd=name, **detail)
+    return result
+
+
+def openat(dirfd: int, name: str, flags: int) -> int:
+    """openat(2) of one name under ``dirfd`` (os.open), noted with its flags."""
+    try:
+        fd = os.open(name, flags, dir_fd=dirfd)
+    except OSError as exc:
+        if _FRAMES.stack:
+            note("openat", exc.errno, flags=flags)
+        raise
+    if _FRAMES.stack:
+        note("openat", None, flags=flags)
+    return fd
+
+
+def note_read(path: str | os.PathLike[str]) -> None:
+    """A file of /proc read as part of a strategy's path (the mount table)."""
+    if _FRAMES.stack:
+        note("read", None, path=os.fspath(path))

@@ -38,6 +38,10 @@ class ChoiceRecord:
     message: str = ""  # the kernel's message or the exception text
     forced: bool = False
     time: float = 0.0
+    # With tracing on (the suites): the calls the attempt made, in order, and the request's
+    # plain arguments (flags, booleans, numbers of layers), which say what its path must hold.
+    calls: tuple[dict[str, Any], ...] = ()
+    request: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         # By hand: dataclasses.asdict deep-copies, and the suites' plugin turns every record
@@ -83,9 +87,20 @@ class ChoiceLog:
         err: int | None = None,
         message: str = "",
         forced: bool = False,
+        calls: tuple[dict[str, Any], ...] = (),
+        request: dict[str, Any] | None = None,
     ) -> ChoiceRecord:
         record = ChoiceRecord(
-            feature, strategy, outcome, err, errno_name(err), message, forced, time.time()
+            feature,
+            strategy,
+            outcome,
+            err,
+            errno_name(err),
+            message,
+            forced,
+            time.time(),
+            calls,
+            request,
         )
         with self._lock:
             self._records.append(record)

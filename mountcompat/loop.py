@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import os
 import random
 import stat
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mountcompat import _constants as C
+from mountcompat import _syscalls as sys_
 from mountcompat._syscalls import raise_errno
 from mountcompat.mounts import Closing
 from mountcompat.strategy import Probe, Strategy, feature
@@ -63,15 +63,12 @@ class LoopConfig(ctypes.Structure):
 
 
 def _ioctl(fd: int, request: int, arg: int | ctypes.Structure, name: str) -> int:
-    try:
-        if isinstance(arg, ctypes.Structure):
-            buf = bytearray(bytes(arg))
-            result = int(fcntl.ioctl(fd, request, buf, True))
-            ctypes.memmove(ctypes.addressof(arg), bytes(buf), len(buf))
-            return result
-        return int(fcntl.ioctl(fd, request, arg))
-    except OSError as exc:
-        raise raise_errno(exc.errno or 0, name, (fd,)) from None
+    """A loop ioctl; its note in a strategy's path carries the flags it asked for."""
+    if isinstance(arg, LoopConfig):
+        return sys_.ioctl(fd, request, arg, name, lo_flags=arg.info.lo_flags)
+    if isinstance(arg, LoopInfo64):
+        return sys_.ioctl(fd, request, arg, name, lo_flags=arg.lo_flags)
+    return sys_.ioctl(fd, request, arg, name, value=arg)
 
 
 def loop_flags(read_only: bool, autoclear: bool, direct_io: bool) -> int:

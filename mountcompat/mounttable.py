@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mountcompat import _constants as C
+from mountcompat import _syscalls as sys_
 from mountcompat.errors import MountTableError
 from mountcompat.mounts import MountAttr, attrs_from_options
 
@@ -420,7 +421,9 @@ def read_file(path: Path) -> bytes:
 
 
 def read_mountinfo(pid: str = "self", proc: Path = Path("/proc")) -> list[MountEntry]:
-    return parse_mountinfo(read_file(proc / pid / "mountinfo"))
+    path = proc / pid / "mountinfo"
+    sys_.note_read(path)
+    return parse_mountinfo(read_file(path))
 
 
 def format_mountinfo_line(entry: MountEntry) -> bytes:

@@ -80,7 +80,7 @@ class _Walk:
 def _step(walk: _Walk, name: str) -> tuple[int, int]:
     """The O_PATH fd of ``name`` in the current directory, and its mode; the fd is closed
     again if looking at it fails."""
-    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=walk.stack[-1])
+    fd = sys_.openat(walk.stack[-1], name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         return fd, os.fstat(fd).st_mode
     except BaseException:

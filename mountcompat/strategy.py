@@ -24,11 +24,15 @@ with :func:`register_cache`) is forgotten by :func:`reset_probes`.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import os
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from mountcompat import _syscalls as sys_
 from mountcompat.choices import LOG, forced_strategy, forget_environment_forcing
 from mountcompat.errors import (
     Attempt,
@@ -101,8 +105,10 @@ class _ProbeAnswers:
         if known is not None:
             return known
         # Asked outside the lock: a probe may take a moment, and two threads asking at once
-        # only cost a second throwaway request.
-        answer = bool(probe.check())
+        # only cost a second throwaway request. Untraced: a probe is no part of the path of
+        # the strategy that needed it.
+        with sys_.untraced():
+            answer = bool(probe.check())
         with self._lock:
             self._answers[slot] = answer
         return answer
@@ -231,34 +237,65 @@ class Feature(Generic[T]):
     def _attempt(
         self, s: Strategy[T], args: tuple[Any, ...], kwargs: dict[str, Any], forced: bool
     ) -> T:
+        if not sys_.tracing():
+            return self._run(s, args, kwargs, forced, None)
+        with sys_.traced() as calls:
+            return self._run(s, args, kwargs, forced, _Path(calls, request_of(s.run, args, kwargs)))
+
+    def _run(
+        self,
+        s: Strategy[T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        forced: bool,
+        path: _Path | None,
+    ) -> T:
+        """One attempt, recorded; ``path`` (with tracing on) holds the calls noted so far, so
+        that the record written here carries every call of the attempt."""
         try:
             result = s.run(*args, **kwargs)
         except StrategyUnsupported as exc:
             if (exc.feature, exc.strategy) != (self.id, s.name):
                 # Another feature's forced strategy, refused inside this one: that is a failure
                 # of this strategy, never a sign that the kernel lacks it.
-                LOG.add(self.id, s.name, "failed", err=exc.errno, message=str(exc), forced=forced)
+                LOG.add(
+                    self.id,
+                    s.name,
+                    "failed",
+                    err=exc.errno,
+                    message=str(exc),
+                    forced=forced,
+                    **_traced(path),
+                )
                 raise
             # A limit the strategy itself knows (options too long for one page).
-            self._unsupported(s, exc.errno, exc.message, forced, remember=False)
+            self._unsupported(s, exc.errno, exc.message, forced, remember=False, path=path)
             raise
         except Unsupported as exc:
-            self._unsupported(s, exc.errno, exc.message, forced, remember=False)
+            self._unsupported(s, exc.errno, exc.message, forced, remember=False, path=path)
             raise StrategyUnsupported(self.id, s.name, exc.errno, exc.message) from exc
         except OSError as exc:
             refusal = self._refusal(s, exc, args, kwargs)
             if refusal is not None:
-                self._unsupported(s, exc.errno, refusal.message, forced, refusal.remember)
+                self._unsupported(s, exc.errno, refusal.message, forced, refusal.remember, path)
                 raise StrategyUnsupported(
                     self.id, s.name, exc.errno, refusal.message, missing=refusal.remember
                 ) from exc
             message = "; ".join([_kernel_message(exc), *getattr(exc, "__notes__", [])])
-            LOG.add(self.id, s.name, "failed", err=exc.errno, message=message, forced=forced)
+            LOG.add(
+                self.id,
+                s.name,
+                "failed",
+                err=exc.errno,
+                message=message,
+                forced=forced,
+                **_traced(path),
+            )
             raise
         except BaseException as exc:
-            LOG.add(self.id, s.name, "failed", message=repr(exc), forced=forced)
+            LOG.add(self.id, s.name, "failed", message=repr(exc), forced=forced, **_traced(path))
             raise
-        LOG.add(self.id, s.name, "used", forced=forced)
+        LOG.add(self.id, s.name, "used", forced=forced, **_traced(path))
         return result
 
     @staticmethod
@@ -272,12 +309,79 @@ class Feature(Generic[T]):
         return None
 
     def _unsupported(
-        self, s: Strategy[T], err: int | None, message: str, forced: bool, remember: bool
+        self,
+        s: Strategy[T],
+        err: int | None,
+        message: str,
+        forced: bool,
+        remember: bool,
+        path: _Path | None = None,
     ) -> None:
-        LOG.add(self.id, s.name, "unsupported", err=err, message=message, forced=forced)
+        LOG.add(
+            self.id,
+            s.name,
+            "unsupported",
+            err=err,
+            message=message,
+            forced=forced,
+            **_traced(path),
+        )
         if remember:
             with self._lock:
                 self._known_unsupported[s.name] = Attempt(s.name, err, message)
+
+
+@dataclass(frozen=True)
+class _Path:
+    """What an attempt's record says of its path: the calls so far (a live frame), and the
+    request they answer."""
+
+    calls: list[dict[str, Any]]
+    request: dict[str, Any]
+
+
+def _traced(path: _Path | None) -> dict[str, Any]:
+    """The record's fields for the path so far (none with tracing off)."""
+    if path is None:
+        return {}
+    return {"calls": tuple(dict(c) for c in path.calls), "request": path.request}
+
+
+_signatures: dict[Callable[..., Any], inspect.Signature] = {}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)  # a flag enum as its number
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, tuple | list):
+        return len(value)  # of layers, say: what a path's number of calls depends on
+    return None
+
+
+def request_of(
+    run: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """A strategy's arguments by name, the plain ones only (flags, booleans, paths, counts);
+    a dataclass argument (a loop request, an overlay spec) by its fields, as ``name.field``."""
+    signature = _signatures.get(run)
+    if signature is None:
+        signature = _signatures[run] = inspect.signature(run)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return {}
+    request: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                request[f"{name}.{f.name}"] = _plain(getattr(value, f.name))
+        else:
+            request[name] = _plain(value)
+    return request
 
 
 FEATURES: dict[str, Feature[Any]] = {}

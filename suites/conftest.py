@@ -18,7 +18,12 @@ import pytest
 from mountcompat import _syscalls as sys_
 from mountcompat.mounts import unmount
 from mountcompat.mounttable import read_mountinfo
-from mountcompat.testing.plugin import backing_kind, owned_dirs
+from mountcompat.testing.plugin import backing_kind, owned_dirs, register_paths
+from suites.paths import PATHS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    register_paths(config, PATHS)
 
 
 def fstype_of(path: Path) -> str:

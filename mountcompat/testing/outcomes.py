@@ -41,6 +41,9 @@ class TestEvidence:
     kernel_log: list[str] = field(default_factory=list)
     duration: float = 0.0
     missing: bool = False  # for "unsupported": the library found the strategy absent outright
+    # The calls that define the strategy, as seen during the test's attempts of it ("" where
+    # the suites name no paths), and what of other strategies' paths was not seen.
+    path: str = ""
 
     def to_json(self) -> dict[str, Any]:
         # By hand rather than dataclasses.asdict, which deep-copies every record again.
@@ -58,6 +61,7 @@ class Cell:
     errno: int | None = None
     errname: str | None = None
     message: str = ""
+    path: str = ""  # the evidence of the path, from the first test that shows it working
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +111,7 @@ def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> C
                 "message": e.message[:2000],
                 "backing": e.backing,
                 "kernel_log": e.kernel_log,
+                "path": e.path,
             }
             for e in evidence
         ],
@@ -115,6 +120,7 @@ def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> C
         errno=telling.errno if telling and outcome != "works" else None,
         errname=telling.errname if telling and outcome != "works" else None,
         message=telling.message[:2000] if telling and outcome != "works" else "",
+        path=next((e.path for e in evidence if e.verdict == "works" and e.path), ""),
     )
 
 

@@ -35,12 +35,14 @@ from typing import Any
 
 import pytest
 
+from mountcompat import _syscalls
 from mountcompat._syscalls import KernelLogCursor
 from mountcompat.choices import LOG
 from mountcompat.errors import StrategyUnsupported, errno_name
 from mountcompat.mounts import private_mount_namespace
 from mountcompat.testing.leaks import Snapshot, leaks_since
 from mountcompat.testing.outcomes import TestEvidence, aggregate, defaults_from
+from mountcompat.testing.paths import Paths, path_of_records
 from mountcompat.testing.slowness import timeout_factor
 
 PROPERTY = "mountcompat"
@@ -53,6 +55,13 @@ owned_dirs = pytest.StashKey[list[str]]()
 backing_kind = pytest.StashKey[str]()
 state_key = pytest.StashKey["SuitesState"]()
 refusal_key = pytest.StashKey[StrategyUnsupported]()
+paths_key = pytest.StashKey[Paths]()
+
+
+def register_paths(config: pytest.Config, paths: Paths) -> None:
+    """The suites' table of strategy paths (suites/paths.py): from then on a test is
+    ``works`` evidence for a cell only if each attempt of the strategy followed its path."""
+    config.stash[paths_key] = paths
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -178,6 +187,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if os.geteuid() == 0 and not config.getoption("--mountcompat-no-namespace"):
         private_mount_namespace()
+    # Every strategy's calls go into its choice records: the evidence of the path it took.
+    _syscalls.set_tracing(True)
     _set_default_timeout(config)
     state = SuitesState()
     state.narrowing_args = [a for a in config.args if "::" in a or a.endswith(".py")]
@@ -236,6 +247,7 @@ def _verdict(
     outcomes: set[str],
     refusal: StrategyUnsupported | None,
     only_missing: bool = False,
+    path_problems: list[str] | None = None,
 ) -> tuple[str, int | None, str | None, str]:
     """One test's verdict for one cell. ``works`` needs a choice record ``used``: a test that
     passed while the strategy only failed (the error it expected) shows that the strategy
@@ -265,6 +277,8 @@ def _verdict(
         if "failed" in outcomes:
             return "expected-failure", None, None, "the strategy ran and failed as the test expects"
         return "broken", None, None, "passed, but the choice log never shows this strategy run"
+    if path_problems:
+        return "broken", None, None, "took another path: " + "; ".join(path_problems)
     return "works", None, None, ""
 
 
@@ -289,10 +303,14 @@ def pytest_runtest_makereport(
     refusal = item.stash.get(refusal_key, None) if report.when == "call" else None
     only_missing = item.get_closest_marker("refused_only_if_missing") is not None
     items = []
+    paths = item.config.stash.get(paths_key, None)
     for cell in cells:
         ran = {r["outcome"] for r in records if (r["feature"], r["strategy"]) == cell}
+        path, path_problems = (
+            path_of_records(paths, records, *cell) if paths is not None else ("", [])
+        )
         verdict, err, errname, message = _verdict(
-            report, call.excinfo, cell, ran, refusal, only_missing
+            report, call.excinfo, cell, ran, refusal, only_missing, path_problems
         )
         if verdict == "unsupported" and report.when == "call":
             report.outcome = "skipped"
@@ -318,6 +336,7 @@ def pytest_runtest_makereport(
                 kernel_log=kernel_log,
                 duration=report.duration,
                 missing=bool(refusal and refusal.missing and verdict == "unsupported"),
+                path=path,
             ).to_json()
         )
     defaults = records if default_test else []  # the only records read from the controller
