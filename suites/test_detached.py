@@ -49,6 +49,43 @@ class DetachedContract(Contract):
             assert (workdir / "f").read_text() == "inside the detached mount"
         assert not_mounted(workdir)
 
+    @pytest.mark.parametrize("recursive", [True, False], ids=["recursive", "one-mount"])
+    def test_recursive_clone_carries_the_submounts(self, workdir: Path, recursive: bool) -> None:
+        """A detached tree of two mounts (made with open_tree by hand): a recursive clone
+        has the submount and its file, a clone of one mount has an empty directory there."""
+        with detached_tree_with_submount(workdir) as source:
+            clone = clone_detached(source, recursive=recursive, force=self.strategy)
+        target = workdir / "t"
+        target.mkdir()
+        with clone, clone.attach(target):
+            assert (target / "top").read_text() == "top"
+            if recursive:
+                assert (target / "sub" / "inner").read_text() == "inner"
+                assert mounted_at(target / "sub").source == "mc-sub"
+                sys_.umount2(target / "sub")  # so that the clone's own unmount is not lazy
+            else:
+                assert os.listdir(target / "sub") == []
+                assert not_mounted(target / "sub")
+        assert not_mounted(target)
+
+
+def detached_tree_with_submount(workdir: Path) -> DetachedMount:
+    """tmpfs "mc-top" with a file, and tmpfs "mc-sub" on its sub/ with a file, cloned
+    detached with open_tree(OPEN_TREE_CLONE|AT_RECURSIVE); the mounts made on the way are
+    gone again, so the tree exists only through the returned fd."""
+    top = workdir / "s"
+    top.mkdir()
+    sys_.mount("mc-top", top, "tmpfs", 0, "size=1m")
+    try:
+        (top / "top").write_text("top")
+        (top / "sub").mkdir()
+        sys_.mount("mc-sub", top / "sub", "tmpfs", 0, "size=1m")
+        (top / "sub" / "inner").write_text("inner")
+        flags = C.OPEN_TREE_CLONE | C.OPEN_TREE_CLOEXEC | C.AT_RECURSIVE
+        return DetachedMount(sys_.open_tree(C.AT_FDCWD, top, flags))
+    finally:
+        sys_.umount2(top, C.MNT_DETACH)
+
 
 class TestDirect(DetachedContract):
     strategy = "direct"
