@@ -49,6 +49,16 @@ class FeatureProbe:
     strategies: dict[str, StrategyProbe] = field(default_factory=dict)
 
 
+class ProbeCheckFailed(MountCompatError):
+    """An operation that succeeded but did not do what it should (a real error, not an
+    ``assert``: ``python -O`` would drop the check and report the strategy working)."""
+
+
+def _check(holds: bool, what: str) -> None:
+    if not holds:
+        raise ProbeCheckFailed(what)
+
+
 def _dirs(base: Path, *names: str) -> list[Path]:
     made = []
     for name in names:
@@ -73,7 +83,7 @@ def _overlay(base: Path, force: str | None) -> None:
     (lower / "f").write_text("x")
     spec = overlay.OverlaySpec(lower=(lower,), upper=upper, work=work)
     with overlay.mount_overlay(spec, target, force=force):
-        assert (target / "f").read_text() == "x"
+        _check((target / "f").read_text() == "x", "the overlay does not show its layer's file")
 
 
 def _erofs(base: Path, force: str | None) -> None:
@@ -86,14 +96,15 @@ def _erofs(base: Path, force: str | None) -> None:
         image = Path(d) / "i.erofs"
         subprocess.run(["mkfs.erofs", "--quiet", str(image), str(content)], check=True)
         with images.mount_erofs(image, target, force=force):
-            assert (target / "f").read_text() == "x"
+            _check((target / "f").read_text() == "x", "the image's file is not read back")
 
 
 def _loop(base: Path, force: str | None) -> None:
     backing = base / "backing"
     backing.write_bytes(b"\0" * (1 << 20))
     with loop.attach(backing, force=force) as device:
-        assert loop.sysfs_loop(device.number).get("backing_file") == str(backing)
+        bound = loop.sysfs_loop(device.number).get("backing_file")
+        _check(bound == str(backing), f"the device is bound to {bound!r}, not {backing}")
 
 
 def _detached(base: Path, force: str | None) -> None:
@@ -106,7 +117,7 @@ def _mount_attr(base: Path, force: str | None) -> None:
     with mountapi.mount_fs("tmpfs", "probe", target):
         attrs.set_mount_attrs(target, MountAttr.RDONLY | MountAttr.NOSUID, force=force)
         entry = listing.find_mount(target)
-        assert entry is not None and entry.readonly
+        _check(entry is not None and entry.readonly, "the mount table shows it writable")
 
 
 def _tree_attr(base: Path, force: str | None) -> None:
@@ -120,7 +131,7 @@ def _tree_attr(base: Path, force: str | None) -> None:
 
 def _mounts_list(base: Path, force: str | None) -> None:
     entries = listing.list_mounts(force=force)
-    assert any(e.mountpoint == str(base) for e in entries)
+    _check(any(e.mountpoint == str(base) for e in entries), f"{base} is not in the list")
 
 
 def _path_resolve(base: Path, force: str | None) -> None:
@@ -166,7 +177,7 @@ def _try(scenario: Scenario, force: str | None) -> StrategyProbe:
             scenario(base, force)
         except StrategyUnsupported as exc:
             return StrategyProbe(False, exc.errno, errno_name(exc.errno), exc.message)
-        except (OSError, MountCompatError, AssertionError, subprocess.CalledProcessError) as exc:
+        except (OSError, MountCompatError, subprocess.CalledProcessError) as exc:
             err = getattr(exc, "errno", None)
             return StrategyProbe(None, err, errno_name(err), f"{type(exc).__name__}: {exc}")
     return StrategyProbe(True)

@@ -138,11 +138,18 @@ class LoopContract(Contract):
     def test_losetup_agrees(self, backing: Path) -> None:
         require_tool("losetup")
         path, _ = backing_file(backing)
-        with attach_loop(path, read_only=True, autoclear=True, force=self.strategy) as dev:
+        with attach_loop(
+            path, read_only=True, autoclear=True, direct_io=True, force=self.strategy
+        ) as dev:
             entry = losetup_entry(dev.path)
             assert entry["back-file"] == str(path)
             assert entry["ro"] in (True, "1", 1)
             assert entry["autoclear"] in (True, "1", 1)
+            # util-linux's word on direct I/O, against the library's: where the backing takes
+            # O_DIRECT, only the loop driver's refusal may leave it off.
+            assert entry["dio"] in ((True, "1", 1) if dev.direct_io else (False, "0", 0))
+            if backing_takes_o_direct(path) and not dev.direct_io:
+                assert all("direct I/O refused (EINVAL)" in n for n in dev.notes), dev.notes
 
     @pytest.mark.refused_only_if_missing
     def test_a_backing_the_kernel_refuses_is_a_failure_not_unsupported(self, workdir: Path) -> None:

@@ -51,20 +51,35 @@ FACT_SYMBOLS = (
 )
 
 
-def kernel_facts(results: Path) -> None:
+# mount(2) is in every kernel: a symbol list without it was not read whole, and absent
+# symbols in it would pass for absent syscalls.
+CONTROL_SYMBOL = "mount"
+
+
+def read_kernel_facts(kallsyms: Path = Path("/proc/kallsyms")) -> dict[str, Any]:
     """Which syscalls this kernel has, from /proc/kallsyms: facts for the expectations, found
-    independently of the library whose behaviour they judge."""
+    independently of the library whose behaviour they judge. ``error`` says why they cannot
+    be trusted (unreadable, or the control symbol missing): then no verdict stands."""
     # One regular expression over the whole file (over 100,000 lines): a Python loop over
     # its lines takes a second under an emulated CPU.
-    names = "|".join(FACT_SYMBOLS)
+    names = "|".join((*FACT_SYMBOLS, CONTROL_SYMBOL))
     pattern = re.compile(rf"^\S+ \S (__(?:x64|arm64)_sys_(?:{names}))$".encode(), re.M)
-    present: set[str] = set()
     try:
-        with open("/proc/kallsyms", "rb") as kallsyms:
-            present.update(m.decode() for m in pattern.findall(kallsyms.read()))
+        with open(kallsyms, "rb") as symbols:
+            present = {m.decode() for m in pattern.findall(symbols.read())}
     except OSError as exc:
-        present.add(f"error: {exc}")
-    write(results, "facts.json", json.dumps({"symbols": sorted(present)}, indent=2))
+        return {"symbols": [], "error": f"cannot read {kallsyms}: {exc.strerror or exc}"}
+    facts: dict[str, Any] = {"symbols": sorted(present)}
+    if not any(name.endswith(f"_sys_{CONTROL_SYMBOL}") for name in present):
+        facts["error"] = (
+            f"{kallsyms} lacks sys_{CONTROL_SYMBOL}, which every kernel has: its symbols "
+            "cannot tell a missing syscall"
+        )
+    return facts
+
+
+def kernel_facts(results: Path, kallsyms: Path = Path("/proc/kallsyms")) -> None:
+    write(results, "facts.json", json.dumps(read_kernel_facts(kallsyms), indent=2))
 
 
 def load_modules(results: Path) -> dict[str, Any]:

@@ -77,7 +77,11 @@ def verdict(staged: Path, status: int) -> tuple[str, str]:
         outcomes = json.loads((staged / "outcomes.json").read_text())
     except (OSError, ValueError):
         outcomes = None
-    state, detail = judge(status, outcomes)
+    try:
+        facts = json.loads((staged / "facts.json").read_text())
+    except (OSError, ValueError) as exc:
+        facts = {"error": f"facts.json unreadable: {exc}"}
+    state, detail = judge(status, outcomes, facts)
     return state, ("the suites ran on the host kernel" if state == "ok" else detail)
 
 

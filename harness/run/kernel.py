@@ -364,9 +364,10 @@ class KernelRun:
         try:
             guest = load_json_object(self.dir / "guest.json") or {}
             outcomes = load_json_object(self.dir / "outcomes.json", ("cells", "features"))
+            facts = load_json_object(self.dir / "facts.json") or {"error": "no facts.json"}
         except HarnessError as exc:
             return "no-verdicts", str(exc), self._pytest_tail()
-        status, detail = judge(guest.get("pytest_exit"), outcomes)
+        status, detail = judge(guest.get("pytest_exit"), outcomes, facts)
         if status != "ok":
             return status, detail, self._pytest_tail()
         return "ok", "the guest ran the suites to the end", evidence

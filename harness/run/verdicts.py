@@ -40,7 +40,16 @@ def missing_cells(outcomes: dict[str, Any]) -> list[tuple[str, str]]:
     return [cell for cell in wanted if cell not in present]
 
 
-def judge(pytest_exit: object, outcomes: dict[str, Any] | None) -> tuple[str, str]:
+def judge(
+    pytest_exit: object, outcomes: dict[str, Any] | None, facts: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """The kernel's status and why. ``facts`` (facts.json) that say they cannot be trusted
+    (kallsyms unreadable, its control symbol missing) leave no verdict: every expectation
+    read from them would be wrong, and a library refusing everything would match them."""
+    if facts is not None and facts.get("error"):
+        return "no-verdicts", f"kernel symbols unusable: {facts['error']}"
+    if facts is not None and not isinstance(facts.get("symbols"), list):
+        return "no-verdicts", "kernel symbols unusable: facts.json lists no symbols"
     if pytest_exit not in (0, 1):
         meaning = PYTEST_EXITS.get(pytest_exit, "?") if isinstance(pytest_exit, int) else "?"
         return "no-verdicts", f"pytest exited {pytest_exit} ({meaning})"

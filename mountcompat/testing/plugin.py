@@ -29,6 +29,7 @@ import collections
 import json
 import os
 import platform
+import re
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,13 @@ owned_dirs = pytest.StashKey[list[str]]()
 backing_kind = pytest.StashKey[str]()
 state_key = pytest.StashKey["SuitesState"]()
 refusal_key = pytest.StashKey[StrategyUnsupported]()
+# The kernel's own report of a bug of its own (a WARN_ON, a BUG, an oops): logged during a
+# test, it makes every cell of that test broken, whatever the test saw.
+KERNEL_TROUBLE = re.compile(
+    r"(WARNING: CPU: \d+ PID: |------------\[ cut here \]|kernel BUG at |BUG: |Oops|"
+    r"general protection fault|UBSAN: |KASAN: |Kernel panic)"
+)
+KERNEL_LOG_KEPT = 40
 paths_key = pytest.StashKey[Paths]()
 
 
@@ -248,11 +256,19 @@ def _verdict(
     refusal: StrategyUnsupported | None,
     only_missing: bool = False,
     path_problems: list[str] | None = None,
+    kernel_trouble: list[str] | None = None,
 ) -> tuple[str, int | None, str | None, str]:
     """One test's verdict for one cell. ``works`` needs a choice record ``used``: a test that
     passed while the strategy only failed (the error it expected) shows that the strategy
     refuses correctly, not that it works, and is ``expected-failure``."""
     exc = excinfo.value if excinfo is not None else None
+    if kernel_trouble:
+        return (
+            "broken",
+            None,
+            None,
+            "the kernel reported a bug during the test: " + "; ".join(kernel_trouble[:3]),
+        )
     if getattr(report, "wasxfail", None) is not None:
         return "broken", None, None, "xfail and xpass are no verdict in the suites"
     if refusal is not None:
@@ -282,6 +298,15 @@ def _verdict(
     return "works", None, None, ""
 
 
+def _kernel_log(state: SuitesState) -> tuple[list[str], list[str]]:
+    """What the kernel logged during the test (the last lines, and every line of a bug report
+    of its own, however long the log)."""
+    lines = state.kernel_log.lines(limit=100_000)
+    trouble = [line for line in lines if KERNEL_TROUBLE.match(line)]
+    kept = lines[-KERNEL_LOG_KEPT:]
+    return [*(t for t in trouble if t not in kept), *kept], trouble
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -293,7 +318,7 @@ def pytest_runtest_makereport(
         return
     records = [r.to_json() for r in LOG.since(item.stash.get(records_mark, 0))]
     state = _state(item.config)
-    kernel_log = state.kernel_log.lines(limit=40) if report.when == "call" else []
+    kernel_log, trouble = _kernel_log(state) if report.when == "call" else ([], [])
     default_test = item.get_closest_marker("default_choice") is not None
     if not cells and not default_test:
         return  # evidence for no cell and no default: nothing to report
@@ -310,7 +335,7 @@ def pytest_runtest_makereport(
             path_of_records(paths, records, *cell) if paths is not None else ("", [])
         )
         verdict, err, errname, message = _verdict(
-            report, call.excinfo, cell, ran, refusal, only_missing, path_problems
+            report, call.excinfo, cell, ran, refusal, only_missing, path_problems, trouble
         )
         if verdict == "unsupported" and report.when == "call":
             report.outcome = "skipped"

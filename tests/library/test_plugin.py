@@ -182,3 +182,31 @@ def test_xfail():
         ("mount.api", "mount2"): "unsupported",
         ("path.resolve", "userspace"): "broken",
     }
+
+
+def test_a_kernel_warning_during_a_test_breaks_its_cells(pytester: pytest.Pytester) -> None:
+    """A WARN's first line reaches the kernel log during the test (written to /dev/kmsg: a real
+    WARN_ON cannot be provoked on demand on a host), and the test's cell is broken although
+    the test passed and the strategy was used; the line is in the evidence."""
+    result, data = run(
+        pytester,
+        """
+@pytest.mark.strategy("path.resolve", "openat2")
+def test_works_but_the_kernel_warned():
+    os.close(open_in_root("/", "etc", force="openat2"))
+    with open("/dev/kmsg", "w") as kmsg:
+        kmsg.write("WARNING: CPU: 0 PID: 1 at fs/namespace.c:1 mountcompat_test+0x0/0x0\\n")
+
+@pytest.mark.strategy("path.resolve", "userspace")
+def test_works_quietly():
+    os.close(open_in_root("/", "etc", force="userspace"))
+""",
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    assert cells(data) == {
+        ("path.resolve", "openat2"): "broken",
+        ("path.resolve", "userspace"): "works",
+    }
+    (warned,) = [t for t in data["tests"] if t["strategy"] == "openat2"]
+    assert "the kernel reported a bug" in warned["message"]
+    assert any("WARNING: CPU: 0 PID: 1" in line for line in warned["kernel_log"])
