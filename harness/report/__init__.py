@@ -172,13 +172,37 @@ def surprise_lines(matrix: dict[str, Any]) -> list[str]:
         f"{c['expected']} ({c['expected_because']})"
         for c in matrix["surprises"]
     ]
+    defaults = [
+        f"{d['kernel']}: {d['feature']} chose {d['strategy']} unforced, expected "
+        f"{d['expected']} ({d['expected_because']})"
+        for d in matrix.get("defaults", [])
+        if d.get("surprise")
+    ]
     tests = [
         f"{t['kernel']}: test {t['test']} {t['kind']}: {t['message'].splitlines()[0][:200]}"
         if t["message"]
         else f"{t['kernel']}: test {t['test']} {t['kind']}"
         for t in matrix.get("failed_tests", [])
     ]
-    return cells + tests
+    return cells + defaults + tests
+
+
+def kernel_lines(matrix: dict[str, Any]) -> list[str]:
+    """One compact line per kernel: its status and its cells' outcomes and surprises."""
+    lines = []
+    for k in matrix["kernels"]:
+        cells = [c for c in matrix["cells"] if c["kernel"] == k["name"]]
+        count = {o: sum(1 for c in cells if c["outcome"] == o) for o in ("works", "unsupported")}
+        broken = sum(1 for c in cells if c["outcome"] == "broken")
+        surprises = sum(1 for c in cells if c["surprise"]) + sum(
+            1 for d in matrix.get("defaults", []) if d["kernel"] == k["name"] and d.get("surprise")
+        )
+        surprises += sum(1 for t in matrix.get("failed_tests", []) if t["kernel"] == k["name"])
+        lines.append(
+            f"{k['name']:<16} {k['status']:<12} {count['works']:3} works  "
+            f"{count['unsupported']:3} unsupported  {broken:3} broken  {surprises:3} surprises"
+        )
+    return lines
 
 
 def problem_lines(matrix: dict[str, Any]) -> list[str]:
@@ -209,9 +233,14 @@ def markdown_summary(matrix: dict[str, Any]) -> str:
     incomplete = [k["name"] for k in matrix["kernels"] if k["status"] not in INCOMPLETE]
     if incomplete:
         lines += ["", f"**Did not complete:** {', '.join(incomplete)}"]
-    if matrix["surprises"]:
+    surprises = surprise_lines(matrix)
+    if surprises:
         lines += ["", "**Surprises:**", ""]
-        lines += [f"- {line}" for line in surprise_lines(matrix)]
+        lines += [f"- {line}" for line in surprises]
+    unknown = matrix.get("unknown_expectations", [])
+    if unknown:
+        lines += ["", f"**Expectations unknown** (cells not judged): {len(unknown)}", ""]
+        lines += [f"- {u['kernel']}: {u['cell']}: {u['why']}" for u in unknown[:20]]
     if matrix["problems"]:
         lines += ["", "**Damaged result files:**", ""]
         lines += [f"- `{p}`" for p in matrix["problems"]]

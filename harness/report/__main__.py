@@ -18,10 +18,9 @@ from harness.report import (
     DEFAULT_EXPECTATIONS,
     REPO,
     markdown_summary,
-    problem_lines,
-    surprise_lines,
     write_report,
 )
+from harness.verdict_exit import matrix_exit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,12 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_status
     totals = ", ".join(f"{n} {o}" for o, n in matrix["totals"].items())
     print(f"{out / 'report.html'}: {len(matrix['kernels'])} kernels, {totals}")
-    surprises = surprise_lines(matrix)
-    for line in surprises:
-        print(f"surprise: {line}")
-    problems = problem_lines(matrix)
-    for line in problems:
-        print(f"unreadable: {line}", file=sys.stderr)
     if args.summary:
         args.summary.write_text(markdown_summary(matrix))
     if args.browser_check:
@@ -120,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.summary:
             with args.summary.open("a") as summary:
                 summary.write(f"\n**No results at all for kernel {name}** (its job left none)\n")
-    if incomplete:
-        print(f"did not complete: {', '.join(incomplete)}", file=sys.stderr)
-    if problems or (incomplete and args.require_complete):
-        return 1
-    return 5 if surprises and not args.allow_surprises else 0
+    return matrix_exit(
+        matrix,
+        incomplete,
+        args.allow_surprises,
+        lambda line: print(line, file=sys.stderr),
+        incomplete_fails=args.require_complete,
+    )
 
 
 if __name__ == "__main__":

@@ -300,6 +300,10 @@ def _evidence(cell: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, An
     for t in by_test.values():
         records.extend(t.get("records", [])[:6])
     return {
+        # The calls that define the strategy, seen during the forced call (the library's raw
+        # syscall layer is the witness): what makes a "works" cell evidence of its path.
+        "path": cell.get("path", ""),
+        "witness": "the library's raw syscall layer" if cell.get("path") else None,
         "tests": cell.get("tests", []),
         "errno": cell.get("errno"),
         "errname": cell.get("errname"),
@@ -311,6 +315,8 @@ def _evidence(cell: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, An
 
 def _no_evidence(reason: str) -> dict[str, Any]:
     return {
+        "path": "",
+        "witness": None,
         "tests": [],
         "errno": None,
         "errname": None,
@@ -425,6 +431,29 @@ def default_entry(kernel: str, feature: str, value: Any) -> dict[str, Any]:
     }
 
 
+def judge_default(entry: dict[str, Any], cells: list[dict[str, Any]], order: list[str]) -> None:
+    """The library's unforced choice against expectations.yaml's own order of preference (its
+    strategies of the feature, best first): the first one expected to work on this kernel.
+    Where an earlier one's expectation is unknown, the default cannot be judged."""
+    expected: dict[str, str] = {
+        c["strategy"]: c["expected"]
+        for c in cells
+        if c["kernel"] == entry["kernel"] and c["feature"] == entry["feature"]
+    }
+    wanted, why = None, "no strategy of the feature is expected to work here"
+    for strategy in order:
+        answer = expected.get(strategy, "unknown")
+        if answer == "unknown":
+            wanted, why = None, f"the expectation for {strategy} is unknown"
+            break
+        if answer == "works":
+            wanted, why = strategy, f"the first of {', '.join(order)} expected to work"
+            break
+    entry["expected"] = wanted
+    entry["expected_because"] = why
+    entry["surprise"] = wanted is not None and entry["strategy"] != wanted
+
+
 def feature_rows(
     kernel_dirs: list[KernelDir], run: dict[str, Any]
 ) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -481,6 +510,8 @@ def build_matrix(
         if k.status == "ok"
         for f, d in sorted((k.outcomes.get("defaults") or {}).items())
     ]
+    for entry in defaults:
+        judge_default(entry, cells, expectations.preference(entry["feature"]))
     features: list[dict[str, Any]] = []
     for feature, strategy in strategies:
         if not features or features[-1]["id"] != feature:
@@ -509,6 +540,17 @@ def build_matrix(
             o: sum(1 for c in cells if c["outcome"] == o)
             for o in ("works", "unsupported", "broken", "not-run")
         },
+        # Expectations that could not be decided (no config, no symbols, none written): the
+        # cells they leave unjudged, counted on the report's first screen.
+        "unknown_expectations": [
+            {
+                "kernel": c["kernel"],
+                "cell": f"{c['feature']}/{c['strategy']}",
+                "why": c["expected_because"],
+            }
+            for c in cells
+            if c["expected"] == "unknown"
+        ],
     }
 
 

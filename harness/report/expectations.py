@@ -147,6 +147,11 @@ class Expectations:
             return "unknown", str(exc)
         return ("works" if ok else "unsupported"), "; ".join(reasons) or "always"
 
+    def preference(self, feature: str) -> list[str]:
+        """The feature's strategies in this file's order, which is the order of preference:
+        best first, written here apart from the library's own registry."""
+        return [str(s) for s in self.conditions.get(feature, {})]
+
     def pairs(self) -> set[tuple[str, str]]:
         return {(f, s) for f, strategies in self.conditions.items() for s in strategies}
 

@@ -33,6 +33,7 @@ from harness.run.kernel import KernelRun, RunContext
 from harness.run.provenance import provenance
 from harness.run.results import ResultStore, check_writable, exclusive, new_run_id
 from harness.ui import MatrixUI
+from harness.verdict_exit import matrix_exit
 
 REPO = Path(__file__).resolve().parent.parent.parent
 EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -250,25 +251,12 @@ class MatrixRun:
         return matrix
 
     def exit_status(self, matrix: dict[str, Any] | None) -> int:
-        from harness.report import problem_lines, surprise_lines
-
         if self.signal is not None:
             return EXIT_SIGNAL.get(self.signal, 130)
         incomplete = [k.spec.name for k in self.kernels if k.state != "ok"]
-        surprises = surprise_lines(matrix) if matrix else []
-        problems = problem_lines(matrix) if matrix else []
-        for line in surprises:
-            self.ui.say(f"[bold red]surprise[/bold red]: {escape(line)}")
-        for line in problems:
-            self.ui.say(f"[bold red]unreadable[/bold red]: {escape(line)}")
-        if incomplete:
-            self.ui.say(f"[red]did not complete[/red]: {', '.join(incomplete)}")
-        if incomplete or problems or matrix is None:
-            return 1
-        if surprises and not self.options.allow_surprises:
-            self.ui.say("surprises make the exit status 5 (--allow-surprises to accept them)")
-            return 5
-        return 0
+        return matrix_exit(
+            matrix, incomplete, self.options.allow_surprises, lambda line: self.ui.say(escape(line))
+        )
 
     def write_run(self, seconds: float) -> None:
         run = {

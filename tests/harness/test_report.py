@@ -201,3 +201,55 @@ def test_only_a_narrowed_run_may_leave_cells_without_verdicts(
     assert judge(0, outcomes)[0] == status
     assert judge(0, {**outcomes, "cells": []})[0] == "no-verdicts"  # never with none at all
     assert judge(2, outcomes)[0] == "no-verdicts"
+
+
+def _set_default(kernel: Path, feature: str, strategy: str) -> None:
+    outcomes = json.loads((kernel / "outcomes.json").read_text())
+    outcomes["defaults"] = {feature: {"strategy": strategy, "by_backing": {"disk:ext4": strategy}}}
+    (kernel / "outcomes.json").write_text(json.dumps(outcomes))
+
+
+def test_a_default_out_of_the_expected_order_is_a_surprise(tmp_path: Path) -> None:
+    """expectations.yaml lists each feature's strategies best first: where fsopen exists the
+    unforced choice must be fsmount; a library preferring mount(2) there is a surprise,
+    named in the terminal's lines, the job summary and the report's first screen."""
+    old, _ = make_two(tmp_path)
+    _set_default(old, "mount.api", "mount2")  # old has fsopen: fsmount is expected
+    matrix = write_report([tmp_path], tmp_path)
+    (wrong,) = [d for d in matrix["defaults"] if d["surprise"]]
+    assert (wrong["kernel"], wrong["strategy"], wrong["expected"]) == ("old", "mount2", "fsmount")
+    from harness.report import markdown_summary, surprise_lines
+
+    line = next(x for x in surprise_lines(matrix) if "chose mount2 unforced" in x)
+    assert "expected fsmount" in line
+    assert "**Surprises:**" in markdown_summary(matrix)
+    html = (tmp_path / "report.html").read_text()
+    assert 'the library chose <b class="broken">mount2</b> unforced' in html
+
+
+def test_a_default_where_the_better_strategy_is_expected_missing_is_no_surprise(
+    tmp_path: Path,
+) -> None:
+    old = kernel_dir(tmp_path, "old", "5.1.0-1-cloud-amd64", {}, ["__x64_sys_openat2"])
+    _set_default(old, "mount.api", "mount2")  # no fsopen here: mount2 is the first expected
+    matrix = write_report([tmp_path], tmp_path)
+    (entry,) = matrix["defaults"]
+    assert (entry["expected"], entry["surprise"]) == ("mount2", False)
+
+
+def test_unknown_expectations_are_counted_on_the_first_screen(tmp_path: Path) -> None:
+    """A kernel that reported no symbols and no config: every expectation resting on them is
+    unknown, counted in matrix.json, the summary and the report's header."""
+    old, _ = make_two(tmp_path)
+    (old / "facts.json").write_text(json.dumps({"note": "no symbols"}))
+    (old / "config").unlink()
+    matrix = write_report([tmp_path], tmp_path)
+    unknown = [u for u in matrix["unknown_expectations"] if u["kernel"] == "old"]
+    assert any(u["cell"] == "mount.api/fsmount" and "symbols" in u["why"] for u in unknown)
+    assert any(u["cell"] == "erofs.source/file" and "config" in u["why"] for u in unknown)
+    html = (tmp_path / "report.html").read_text()
+    header = html.split("</header>")[0]
+    assert f"{len(matrix['unknown_expectations'])} expectations unknown" in header
+    from harness.report import markdown_summary
+
+    assert "**Expectations unknown**" in markdown_summary(matrix)
