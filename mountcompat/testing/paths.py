@@ -15,9 +15,13 @@ table of paths belongs to the suites (``suites/paths.py``), never to the library
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+# Whether the kernel's own trace shows a call the library noted (kernel_trace.confirms, bound
+# to one test's trace); None where the kernel offers no witness.
+Confirm = Callable[[Mapping[str, Any]], bool]
 
 ANY = "*"  # a field that must be present, whatever its value
 
@@ -151,8 +155,10 @@ def judge_path(
     strategy: str,
     calls: Sequence[Mapping[str, Any]],
     request: Mapping[str, Any] | None,
+    confirm: Confirm | None = None,
 ) -> PathVerdict:
-    """Whether an attempt's calls follow ``strategy``'s path, and what was seen of it."""
+    """Whether an attempt's calls follow ``strategy``'s path, and what was seen of it. With
+    ``confirm``, each call that shows a mark or a need must be in the kernel's trace too."""
     table = paths.get(feature, {})
     own = table.get(strategy)
     if own is None:
@@ -162,10 +168,13 @@ def judge_path(
         if not pattern.applies(request):
             continue
         count = _count(calls, pattern)
-        if count:
-            seen.append(pattern.describe() + (f" x{count}" if count > 1 else ""))
-        else:
+        if not count:
             problems.append(f"not seen: {pattern.describe()}")
+            continue
+        seen.append(pattern.describe() + (f" x{count}" if count > 1 else ""))
+        matching = [c for c in calls if pattern.matches(c)]
+        if confirm is not None and not any(confirm(c) for c in matching):
+            problems.append(f"the kernel's trace does not show: {pattern.describe()}")
     absent = []
     for other, path in table.items():
         if other == strategy:
@@ -179,7 +188,11 @@ def judge_path(
 
 
 def path_of_records(
-    paths: Paths, records: Iterable[Mapping[str, Any]], feature: str, strategy: str
+    paths: Paths,
+    records: Iterable[Mapping[str, Any]],
+    feature: str,
+    strategy: str,
+    confirm: Confirm | None = None,
 ) -> tuple[str, list[str]]:
     """Over a test's ``used`` records of one cell: the evidence of the path (the first
     attempt's summary) and every problem found in any of them."""
@@ -193,7 +206,7 @@ def path_of_records(
         ):
             continue
         verdict = judge_path(
-            paths, feature, strategy, record.get("calls") or (), record.get("request")
+            paths, feature, strategy, record.get("calls") or (), record.get("request"), confirm
         )
         summary = summary or verdict.summary()
         problems.extend(p for p in verdict.problems if p not in problems)

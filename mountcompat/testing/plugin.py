@@ -41,6 +41,7 @@ from mountcompat._syscalls import KernelLogCursor
 from mountcompat.choices import LOG
 from mountcompat.errors import StrategyUnsupported, errno_name
 from mountcompat.mounts import private_mount_namespace
+from mountcompat.testing.kernel_trace import KernelCall, KernelWitness, confirms
 from mountcompat.testing.leaks import Snapshot, leaks_since
 from mountcompat.testing.outcomes import TestEvidence, aggregate, defaults_from
 from mountcompat.testing.paths import Paths, path_of_records
@@ -64,6 +65,7 @@ KERNEL_TROUBLE = re.compile(
 )
 KERNEL_LOG_KEPT = 40
 paths_key = pytest.StashKey[Paths]()
+kernel_calls_key = pytest.StashKey[list[KernelCall]]()
 
 
 def register_paths(config: pytest.Config, paths: Paths) -> None:
@@ -103,6 +105,23 @@ class SuitesState:
         self.worker_syscalls: collections.Counter[str] = collections.Counter()
         self.deselected = 0
         self.narrowing_args: list[str] = []
+        # The kernel's witness of each test's calls, or why there is none.
+        self.witness: KernelWitness | None = None
+        self.no_witness = ""
+
+    def start_witness(self) -> None:
+        """Before the first test's leak snapshot (its trace instance and pipe are the run's);
+        root only."""
+        started = KernelWitness.start() if os.geteuid() == 0 else "not root"
+        if isinstance(started, KernelWitness):
+            self.witness = started
+        else:
+            self.no_witness = started
+
+    def witness_name(self) -> str:
+        if self.witness is not None:
+            return f"the library's raw syscall layer and {self.witness.describe()}"
+        return f"the library's raw syscall layer only ({self.no_witness})"
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)
@@ -160,6 +179,7 @@ class SuitesState:
                 name: _syscalls.CALLED[name] + self.worker_syscalls[name]
                 for name in sorted(_syscalls.NR)
             },
+            "witness": self.witness_name(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -200,6 +220,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _set_default_timeout(config)
     state = SuitesState()
     state.narrowing_args = [a for a in config.args if "::" in a or a.endswith(".py")]
+    state.start_witness()
     config.stash[state_key] = state
     config.pluginmanager.register(state, "mountcompat-suites-state")
 
@@ -236,7 +257,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
     pytest would first format its traceback with the source of every frame, over half a
     second a test under an emulated CPU, only to throw it away.) An old-style wrapper, for
     the pytest 7 and pluggy 1.0 of Debian 12, which guest roots of another architecture use."""
+    witness = _state(item.config).witness
+    if witness is not None:
+        witness.clear()
     outcome = yield
+    if witness is not None:
+        item.stash[kernel_calls_key] = witness.take()
     exc = outcome.excinfo[1] if outcome.excinfo else None
     if isinstance(exc, StrategyUnsupported) and (exc.feature, exc.strategy) in _cells(item):
         item.stash[refusal_key] = exc
@@ -329,10 +355,14 @@ def pytest_runtest_makereport(
     only_missing = item.get_closest_marker("refused_only_if_missing") is not None
     items = []
     paths = item.config.stash.get(paths_key, None)
+    kernel_calls = item.stash.get(kernel_calls_key, None)
+    confirm = (
+        (lambda noted: confirms(kernel_calls, dict(noted))) if kernel_calls is not None else None
+    )
     for cell in cells:
         ran = {r["outcome"] for r in records if (r["feature"], r["strategy"]) == cell}
         path, path_problems = (
-            path_of_records(paths, records, *cell) if paths is not None else ("", [])
+            path_of_records(paths, records, *cell, confirm) if paths is not None else ("", [])
         )
         verdict, err, errname, message = _verdict(
             report, call.excinfo, cell, ran, refusal, only_missing, path_problems, trouble
@@ -384,6 +414,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(state_key, None)
     if state is not None:
         state.kernel_log.close()
+        if state.witness is not None:
+            state.witness.close()
         config.pluginmanager.unregister(state)
 
 

@@ -1,0 +1,200 @@
+"""The kernel's own witness of the calls a test made: syscall tracepoints in tracefs.
+
+A trace instance of its own (``instances/mountcompat-<pid>``, so nobody else's tracing is
+touched), with the ``syscalls/sys_enter_*`` and ``sys_exit_*`` events of the mount API, mount(2),
+umount2, ioctl and openat enabled for this process only (``set_event_pid``). The kernel writes
+the syscall, its number arguments (fsconfig's command, ioctl's request, flags) and its return
+value: a witness apart from the library, which the path judged by the library's own notes
+must agree with. Strings and the structures behind pointers are not in it; those come from the
+library's raw layer only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mountcompat import _syscalls as sys_
+
+TRACEFS = Path("/sys/kernel/tracing")
+# The library's call names and the syscalls behind them (umount2 is sys_umount).
+SYSCALLS = {
+    "fsopen": "fsopen",
+    "fsconfig": "fsconfig",
+    "fsmount": "fsmount",
+    "move_mount": "move_mount",
+    "open_tree": "open_tree",
+    "open_tree_attr": "open_tree_attr",
+    "mount_setattr": "mount_setattr",
+    "openat2": "openat2",
+    "statmount": "statmount",
+    "listmount": "listmount",
+    "mount": "mount",
+    "umount2": "umount",
+    "ioctl": "ioctl",
+    "openat": "openat",
+}
+# Which argument of each syscall holds what the library notes as ``flags`` or ``cmd``.
+FLAG_ARGUMENT = {
+    "mount": "flags",
+    "umount": "flags",
+    "open_tree": "flags",
+    "open_tree_attr": "flags",
+    "mount_setattr": "flags",
+    "move_mount": "flags",
+    "openat": "flags",
+    "fsmount": "flags",
+}
+ENTER = re.compile(r": sys_(\w+)\((.*)\)\s*$")
+EXIT = re.compile(r": sys_(\w+) -> (0x[0-9a-f]+|-?\d+)\s*$")
+ARGUMENT = re.compile(r"(\w+): (0x[0-9a-f]+|-?\d+)")
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    syscall: str
+    args: dict[str, int]
+    ret: int | None
+
+    @property
+    def ok(self) -> bool:
+        # A return value is a long: -4095..-1 are errnos.
+        return self.ret is None or not (-4095 <= _signed(self.ret) < 0)
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def parse_trace(text: str) -> list[KernelCall]:
+    """The calls in a trace file, each entry paired with the exit that follows it."""
+    calls: list[KernelCall] = []
+    open_calls: dict[str, int] = {}
+    for line in text.splitlines():
+        entered = ENTER.search(line)
+        if entered:
+            args = {k: int(v, 0) for k, v in ARGUMENT.findall(entered.group(2))}
+            open_calls[entered.group(1)] = len(calls)
+            calls.append(KernelCall(entered.group(1), args, None))
+            continue
+        exited = EXIT.search(line)
+        if exited and exited.group(1) in open_calls:
+            index = open_calls.pop(exited.group(1))
+            call = calls[index]
+            calls[index] = KernelCall(call.syscall, call.args, int(exited.group(2), 0))
+    return calls
+
+
+class KernelWitness:
+    """One process's syscall trace. ``clear`` before the call, ``take`` after it."""
+
+    def __init__(self, instance: Path, events: list[str]) -> None:
+        self.instance = instance
+        self.events = events
+        # Read as a pipe, which consumes what it gives: emptying the buffer by truncating
+        # ``trace`` resets the ring buffer, 16 ms a time on the host.
+        self._pipe = os.open(instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    @classmethod
+    def start(cls, pid: int | None = None) -> KernelWitness | str:
+        """The witness, or why this kernel gives none (no tracefs, no syscall events)."""
+        try:
+            root = ensure_tracefs()
+            events_dir = root / "events" / "syscalls"
+            if not events_dir.is_dir():
+                return "no syscall tracepoints (CONFIG_FTRACE_SYSCALLS off)"
+            instance = root / "instances" / f"mountcompat-{os.getpid()}"
+            with contextlib.suppress(FileExistsError):
+                instance.mkdir()
+            events = [
+                name for name in SYSCALLS.values() if (events_dir / f"sys_enter_{name}").is_dir()
+            ]
+            (instance / "set_event_pid").write_text(f"{pid or os.getpid()}\n")
+            for name in events:
+                for side in ("enter", "exit"):
+                    (instance / "events" / "syscalls" / f"sys_{side}_{name}" / "enable").write_text(
+                        "1\n"
+                    )
+            (instance / "tracing_on").write_text("1\n")
+        except OSError as exc:
+            return f"tracefs unusable: {exc.strerror or exc}"
+        return cls(instance, events)
+
+    def _drain(self) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self._pipe, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def clear(self) -> None:
+        self._drain()
+
+    def take(self) -> list[KernelCall]:
+        """The calls since the last clear or take."""
+        return parse_trace(self._drain().decode(errors="replace"))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._pipe)
+        with contextlib.suppress(OSError):
+            (self.instance / "tracing_on").write_text("0\n")
+            for name in self.events:
+                for side in ("enter", "exit"):
+                    path = self.instance / "events" / "syscalls" / f"sys_{side}_{name}" / "enable"
+                    path.write_text("0\n")
+        with contextlib.suppress(OSError):
+            self.instance.rmdir()
+
+    def describe(self) -> str:
+        return f"the kernel's syscall tracepoints ({len(self.events)} syscalls traced)"
+
+
+def ensure_tracefs() -> Path:
+    """tracefs, mounted here if it is not (in the suites' private mount namespace, where it
+    goes with the process); a failure to mount shows when the witness starts."""
+    if not (TRACEFS / "instances").is_dir():
+        with contextlib.suppress(OSError):
+            sys_.mount("tracefs", TRACEFS, "tracefs", 0)
+    return TRACEFS
+
+
+def confirms(calls: list[KernelCall], noted: dict[str, Any]) -> bool:
+    """Whether the kernel saw a call the library noted: the same syscall, command or request
+    number, and flags, succeeding where the library says it did."""
+    from mountcompat import _constants as C
+
+    syscall = SYSCALLS.get(str(noted.get("call")))
+    if syscall is None:
+        return True  # not a syscall the kernel's trace can show (a file read)
+    for call in calls:
+        if call.syscall != syscall:
+            continue
+        if noted.get("errno") is None and not call.ok:
+            continue
+        cmd = noted.get("cmd")
+        if syscall == "fsconfig" and cmd is not None:
+            number = next((n for n, name in C.FSCONFIG_NAMES.items() if name == cmd), None)
+            if call.args.get("cmd") != number:
+                continue
+        if syscall == "ioctl" and cmd is not None:
+            number = getattr(C, str(cmd), None)
+            if number is not None and call.args.get("cmd") != number:
+                continue
+        argument = FLAG_ARGUMENT.get(syscall)
+        flags = noted.get("flags")
+        if argument and isinstance(flags, int) and call.args.get(argument, flags) != flags:
+            continue
+        return True
+    return False
