@@ -210,3 +210,38 @@ def test_works_quietly():
     (warned,) = [t for t in data["tests"] if t["strategy"] == "openat2"]
     assert "the kernel reported a bug" in warned["message"]
     assert any("WARNING: CPU: 0 PID: 1" in line for line in warned["kernel_log"])
+
+
+def test_a_path_the_kernel_never_saw_is_broken(pytester: pytest.Pytester) -> None:
+    """A library whose raw layer notes an openat2 it never makes (it walks in userspace and
+    says otherwise): its own notes pass the path, the kernel's syscall trace does not."""
+    pytester.makeconftest(
+        f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from mountcompat.testing.plugin import register_paths
+from suites.paths import PATHS
+
+def pytest_configure(config):
+    register_paths(config, PATHS)
+"""
+    )
+    _, data = run(
+        pytester,
+        """
+from mountcompat import _syscalls as sys_, _constants as C
+
+def test_lies(monkeypatch):
+    def fake_openat2(dfd, path, how):
+        sys_.note("openat2", None, flags=how.flags, resolve=how.resolve)
+        return os.open(path, how.flags, dir_fd=dfd)
+    monkeypatch.setattr(sys_, "openat2", fake_openat2)
+    os.close(open_in_root("/", "etc", force="openat2"))
+
+test_lies = pytest.mark.strategy("path.resolve", "openat2")(test_lies)
+""",
+    )
+    assert "the kernel's syscall tracepoints" in data["witness"]
+    (lied,) = data["tests"]
+    assert lied["verdict"] == "broken", lied
+    assert "the kernel's trace does not show: openat2" in lied["message"]
