@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,20 +96,46 @@ def test_resolve_default(workdir: Path) -> None:
     assert_default_choice("path.resolve", since)
 
 
+def preemption_mid_syscall() -> str | None:
+    """How this kernel lets a task be preempted inside a syscall (``full``, ``lazy``, ``rt``),
+    or None where it does not (``none``, ``voluntary``): debugfs's sched/preempt names the
+    mode where it is mounted; else the command line (``preempt=``) and the build (uname -v)."""
+    with contextlib.suppress(OSError):
+        mode = Path("/sys/kernel/debug/sched/preempt").read_text()
+        chosen = re.search(r"\((\w+)\)", mode)
+        if chosen:
+            return chosen.group(1) if chosen.group(1) in ("full", "lazy", "rt") else None
+    cmdline = Path("/proc/cmdline").read_text()
+    chosen = re.search(r"\bpreempt=(\w+)", cmdline)
+    if chosen:
+        return chosen.group(1) if chosen.group(1) in ("full", "lazy") else None
+    build = os.uname().version
+    for word, mode_name in (("PREEMPT_RT", "rt"), ("PREEMPT_LAZY", "lazy"), ("PREEMPT ", "full")):
+        if word in build and "PREEMPT_DYNAMIC" not in build:
+            return mode_name
+    return None
+
+
 @pytest.mark.strategy("path.resolve", "openat2")
 def test_openat2_retries_when_renames_race_its_dotdot(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, cell_note: Callable[[str], None]
 ) -> None:
     """Under RESOLVE_IN_ROOT a ".." walked while any rename happens answers EAGAIN (the kernel
     cannot vouch for the walk). A process renaming all the time, and a path of two hundred
     ".." to widen the window, make the kernel answer EAGAIN for real (about one call in four
     on two host CPUs); the raw syscall is watched to prove it did.
     open_in_root asks again, so every call still opens the right file."""
-    if len(os.sched_getaffinity(0)) < 2:
+    cpus = len(os.sched_getaffinity(0))
+    preemption = preemption_mid_syscall()
+    if cpus < 2 and preemption is None:
         # A rename then runs only when the lookup is preempted in the kernel, which a kernel
-        # without full preemption never does mid-walk: no EAGAIN in 3,239 calls in 30 s in a
-        # one-vCPU guest. Nothing to retry, so nothing this test could show.
-        pytest.skip("one CPU: no rename can run during a lookup, so no EAGAIN to retry")
+        # without full (or lazy) preemption never does mid-walk: no EAGAIN in 3,239 calls in
+        # 30 s in a one-vCPU guest. Nothing to retry, so nothing this test could show. The
+        # harness boots kernels that can choose (PREEMPT_DYNAMIC) with preempt=full.
+        pytest.skip(
+            "the EAGAIN retry was not exercised: one CPU and a kernel that does not preempt "
+            "inside a syscall, so no rename can run during a lookup"
+        )
     root = jail(workdir)
     (root / "data" / "deep").mkdir()
     churn = workdir / "churn"
@@ -136,6 +165,11 @@ def test_openat2_retries_when_renames_race_its_dotdot(
         renamer.kill()
         renamer.wait()
     assert eagains > 0, f"no rename raced a lookup in {calls} calls: nothing was retried"
+    cell_note(
+        f"the EAGAIN retry was exercised: the kernel answered EAGAIN {eagains} times in "
+        f"{calls} calls, each retried to the right file ({cpus} CPU, preemption "
+        f"{preemption or 'voluntary'})"
+    )
 
 
 RENAME_FOREVER = """

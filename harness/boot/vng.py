@@ -62,6 +62,21 @@ def tcg_kernel_args(accel: str, arch: str) -> list[str]:
     return ["no_timer_check"] if accel == "tcg" and arch == "x86_64" else []
 
 
+def preemption_args(config: Path | None) -> list[str]:
+    """``preempt=full`` where the kernel's config lets the mode be chosen at boot
+    (CONFIG_PREEMPT_DYNAMIC): with one vCPU, only a kernel that preempts a task inside a
+    syscall lets another run during a path lookup, and the openat2 EAGAIN retry is shown only
+    against such a race. What the suites check of the mount API does not depend on when the
+    scheduler preempts."""
+    if config is None:
+        return []
+    try:
+        text = config.read_text(errors="replace")
+    except OSError:
+        return []
+    return ["preempt=full"] if "\nCONFIG_PREEMPT_DYNAMIC=y\n" in text else []
+
+
 def bare_boot_command(
     vmlinuz: Path, accel: str, cpus: int, tcg_cpu: str | None, arch: str, root: Path | None
 ) -> list[str]:

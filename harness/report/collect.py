@@ -288,7 +288,9 @@ def facts_of(k: KernelDir) -> KernelFacts:
     )
 
 
-def _evidence(cell: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, Any]:
+def _evidence(
+    cell: dict[str, Any], tests: list[dict[str, Any]], witness: str | None = None
+) -> dict[str, Any]:
     by_test = {
         t["nodeid"]: t
         for t in tests
@@ -303,7 +305,8 @@ def _evidence(cell: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, An
         # The calls that define the strategy, seen during the forced call (the library's raw
         # syscall layer is the witness): what makes a "works" cell evidence of its path.
         "path": cell.get("path", ""),
-        "witness": "the library's raw syscall layer" if cell.get("path") else None,
+        "witness": witness if cell.get("path") else None,
+        "notes": cell.get("notes", []),
         "tests": cell.get("tests", []),
         "errno": cell.get("errno"),
         "errname": cell.get("errname"),
@@ -317,6 +320,7 @@ def _no_evidence(reason: str) -> dict[str, Any]:
     return {
         "path": "",
         "witness": None,
+        "notes": [],
         "tests": [],
         "errno": None,
         "errname": None,
@@ -362,7 +366,8 @@ def kernel_cells(
             outcome, evidence = "not-run", _no_evidence(reason)
         else:
             outcome = cell["outcome"]
-            evidence, backings = _evidence(cell, tests), cell.get("backings", [])
+            witness = str(k.outcomes.get("witness") or "the library's raw syscall layer")
+            evidence, backings = _evidence(cell, tests, witness), cell.get("backings", [])
         cells.append(
             {
                 "kernel": k.name,

@@ -40,6 +40,7 @@ from harness.boot.vng import (
     GuestPlan,
     bare_boot_command,
     build_vng_command,
+    preemption_args,
     reproduce_script,
     vng_environment,
     vng_executable,
@@ -199,8 +200,17 @@ class KernelRun:
             *self.ctx.pytest_args,
         )
         # The suites read the accelerator from the command line to scale their timeouts.
-        append = " ".join(filter(None, [self.spec.append, f"mountcompat.accel={self.accel}"]))
         assert self.tree is not None
+        append = " ".join(
+            filter(
+                None,
+                [
+                    self.spec.append,
+                    f"mountcompat.accel={self.accel}",
+                    *preemption_args(self.tree.config),
+                ],
+            )
+        )
         return GuestPlan(
             name=self.spec.name,
             vmlinuz=self.tree.vmlinuz,

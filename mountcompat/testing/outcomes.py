@@ -44,6 +44,7 @@ class TestEvidence:
     # The calls that define the strategy, as seen during the test's attempts of it ("" where
     # the suites name no paths), and what of other strategies' paths was not seen.
     path: str = ""
+    notes: list[str] = field(default_factory=list)  # what the test says it exercised
 
     def to_json(self) -> dict[str, Any]:
         # By hand rather than dataclasses.asdict, which deep-copies every record again.
@@ -62,6 +63,7 @@ class Cell:
     errname: str | None = None
     message: str = ""
     path: str = ""  # the evidence of the path, from the first test that shows it working
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +114,7 @@ def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> C
                 "backing": e.backing,
                 "kernel_log": e.kernel_log,
                 "path": e.path,
+                "notes": e.notes,
             }
             for e in evidence
         ],
@@ -121,6 +124,7 @@ def cell_outcome(feature: str, strategy: str, evidence: list[TestEvidence]) -> C
         errname=telling.errname if telling and outcome != "works" else None,
         message=telling.message[:2000] if telling and outcome != "works" else "",
         path=next((e.path for e in evidence if e.verdict == "works" and e.path), ""),
+        notes=[n for e in evidence for n in e.notes],
     )
 
 

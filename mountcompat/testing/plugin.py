@@ -30,7 +30,7 @@ import json
 import os
 import platform
 import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ KERNEL_TROUBLE = re.compile(
 KERNEL_LOG_KEPT = 40
 paths_key = pytest.StashKey[Paths]()
 kernel_calls_key = pytest.StashKey[list[KernelCall]]()
+notes_key = pytest.StashKey[list[str]]()
 
 
 def register_paths(config: pytest.Config, paths: Paths) -> None:
@@ -235,6 +236,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         state.known_cells.update(_cells(item))
 
 
+@pytest.fixture
+def cell_note(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``cell_note(text)``: a sentence for the evidence of the test's cells (what the test
+    exercised: how often a retry ran, say)."""
+    notes: list[str] = request.node.stash.setdefault(notes_key, [])
+    return notes.append
+
+
 @pytest.fixture(autouse=True)
 def _mountcompat_guard(request: pytest.FixtureRequest) -> Generator[None, None, None]:
     """Fails the test if it leaves a mount, a loop device (of its own files) or an fd."""
@@ -324,6 +333,11 @@ def _verdict(
     return "works", None, None, ""
 
 
+def _notes(item: pytest.Item) -> list[str]:
+    notes: list[str] = item.stash.setdefault(notes_key, [])
+    return notes
+
+
 def _kernel_log(state: SuitesState) -> tuple[list[str], list[str]]:
     """What the kernel logged during the test (the last lines, and every line of a bug report
     of its own, however long the log)."""
@@ -392,6 +406,7 @@ def pytest_runtest_makereport(
                 duration=report.duration,
                 missing=bool(refusal and refusal.missing and verdict == "unsupported"),
                 path=path,
+                notes=_notes(item),
             ).to_json()
         )
     defaults = records if default_test else []  # the only records read from the controller
