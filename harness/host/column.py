@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.fetch.imagefacts import all_known, find_strings
 from harness.files import write_json
 from harness.guest.__main__ import kernel_facts
 from harness.report.collect import upstream_version
@@ -85,6 +86,14 @@ def verdict(staged: Path, status: int) -> tuple[str, str]:
     return state, ("the suites ran on the host kernel" if state == "ok" else detail)
 
 
+def host_strings(release: str) -> dict[str, Any]:
+    """The strings of the host's own kernel files, where this machine has them."""
+    image = Path(f"/boot/vmlinuz-{release}")
+    if not image.exists():
+        return {"errors": [f"no kernel image of the host at {image}"]}
+    return find_strings(image, Path(f"/lib/modules/{release}"), all_known())
+
+
 def write_column(
     staged: Path, status: int, seconds: float, user_args: list[str], run_id: str
 ) -> dict[str, Any]:
@@ -92,6 +101,7 @@ def write_column(
     (staged / "uname.txt").write_text(release + "\n")
     (staged / "proc-version.txt").write_text(Path("/proc/version").read_text())
     kernel_facts(staged)
+    write_json(staged / "strings.json", host_strings(release))
     config = kernel_config(release)
     if config is not None:
         (staged / "config").write_bytes(config)

@@ -60,6 +60,8 @@ MATRIX_TOOLS = (
         "binutils",
     ),
     Tool("gpgv", "checks the Debian archive's signature", "gpgv", "gnupg2", "gnupg"),
+    Tool("zstd", "decompresses kernel images for the strings they hold", "zstd", "zstd", "zstd"),
+    Tool("lz4", "decompresses kernel images for the strings they hold", "lz4", "lz4", "lz4"),
 )
 SUITE_TOOLS = (
     Tool(

@@ -199,8 +199,8 @@ def kernel_lines(matrix: dict[str, Any]) -> list[str]:
         )
         surprises += sum(1 for t in matrix.get("failed_tests", []) if t["kernel"] == k["name"])
         lines.append(
-            f"{k['name']:<16} {k['status']:<12} {count['works']:3} works  "
-            f"{count['unsupported']:3} unsupported  {broken:3} broken  {surprises:3} surprises"
+            f"{k['name']}: {k['status']}, {count['works']} works, {count['unsupported']} "
+            f"unsupported, {broken} broken, {surprises} surprises"
         )
     return lines
 

@@ -40,6 +40,7 @@ class KernelDir:
     outcomes: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     config: dict[str, str] | None = None  # None: no config file at all
+    strings: dict[str, Any] | None = None  # strings.json: text found in the image, modules
     release: str | None = None
     problems: list[str] = field(default_factory=list)  # "file: what is wrong"
     failed_tests: list[dict[str, str]] = field(default_factory=list)  # from junit.xml
@@ -117,6 +118,7 @@ def load_kernel_dir(path: Path) -> KernelDir | None:
     k.guest = noted(lambda: load_json_object(path / "guest.json")) or {}
     k.outcomes = noted(lambda: _outcomes(path / "outcomes.json")) or {}
     k.facts = noted(lambda: load_json_object(path / "facts.json")) or {}
+    k.strings = noted(lambda: load_json_object(path / "strings.json"))
     k.failed_tests = noted(lambda: _failed_tests(path / "junit.xml")) or []
     k.release = (noted(lambda: _text(path / "uname.txt")) or "").strip() or None
     config = noted(lambda: _text(path / "config"))
@@ -190,6 +192,7 @@ RESULT_FILES = (
     "reproduce.sh",
     "outcomes.json",
     "probe.json",
+    "strings.json",
 )
 PACKAGE_KEYS = (
     "name",
@@ -285,6 +288,7 @@ def facts_of(k: KernelDir) -> KernelFacts:
         tags=tuple(k.kernel.get("tags", [])),
         symbols=frozenset(k.facts["symbols"]) if "symbols" in k.facts else None,
         config=k.config,
+        strings=k.strings,
     )
 
 

@@ -10,6 +10,10 @@ Conditions come from the kernel under test, found apart from the library they ju
                  leaves no symbol or option behind; ``why`` must say so
 ``backports``    releases of older stable series that have it too (``6.6.23``): a kernel of
                  that series holds the condition from that release on
+``image_string``  text in the kernel's image (a message the feature logs); looked for on the
+                 host in the fetched vmlinuz (harness/fetch/imagefacts.py)
+``module_string``  {module, string}: text in a module (a parameter name its parser matches),
+                 or in the image where the module is built in
 ``tags_any``, ``tags_none``   tags from kernels.yaml
 ``why``          a sentence: why this condition, and why no symbol or option can tell
 """
@@ -28,6 +32,8 @@ from harness.errors import ConfigError
 
 CONDITION_KEYS = {
     "symbol",
+    "image_string",
+    "module_string",
     "config",
     "min_release",
     "backports",
@@ -48,6 +54,7 @@ class KernelFacts:
     tags: tuple[str, ...] = ()
     symbols: frozenset[str] | None = None  # None: the guest never reported them
     config: Mapping[str, str] | None = field(default_factory=dict)  # None: no config file
+    strings: Mapping[str, Any] | None = None  # strings.json; None: never looked for
 
     @property
     def version(self) -> str | None:
@@ -82,6 +89,16 @@ def symbol_for(condition: Any, arch: str) -> str:
     return name
 
 
+def _strings_asked(condition: Mapping[str, Any]) -> list[tuple[str, str]]:
+    asked = []
+    if "image_string" in condition:
+        asked.append(("image", str(condition["image_string"])))
+    if "module_string" in condition:
+        module = condition["module_string"]
+        asked.append((str(module["module"]), str(module["string"])))
+    return asked
+
+
 def release_holds(version: str, minimum: str, backports: list[str]) -> bool:
     have = release_tuple(version)
     for backport in backports:
@@ -101,6 +118,14 @@ def _holds(condition: Mapping[str, Any], facts: KernelFacts) -> tuple[bool, list
         have = name in facts.symbols
         ok &= have
         reasons.append(f"symbol {name} {'present' if have else 'absent'}")
+    for where, string in _strings_asked(condition):
+        found = (facts.strings or {}).get(where)
+        if not isinstance(found, Mapping) or string not in found:
+            errors = "; ".join((facts.strings or {}).get("errors") or []) or "not looked for"
+            raise LookupError(f"no answer for {string!r} in the {where} ({errors})")
+        have = bool(found[string])
+        ok &= have
+        reasons.append(f"{string!r} {'in' if have else 'not in'} the {where}")
     if "config" in condition:
         if facts.config is None:
             raise LookupError(f"no config file to read {condition['config']} from")
@@ -167,6 +192,23 @@ def _check_condition(path: Path, where: str, condition: object) -> None:
         )
     if "backports" in condition and "min_release" not in condition:
         raise ConfigError(str(path), None, where, "backports go with a min_release")
+    from harness.fetch.imagefacts import KNOWN
+
+    module = condition.get("module_string")
+    if module is not None and (not isinstance(module, dict) or set(module) != {"module", "string"}):
+        raise ConfigError(str(path), None, where, "module_string is {module: ..., string: ...}")
+    try:
+        asked = _strings_asked(condition)
+    except (TypeError, KeyError) as exc:
+        raise ConfigError(str(path), None, where, f"bad string condition: {exc}") from exc
+    for place, string in asked:
+        if string not in KNOWN.get(place, ()):
+            raise ConfigError(
+                str(path),
+                None,
+                where,
+                f"{string!r} in the {place} is not looked for (harness/fetch/imagefacts.py KNOWN)",
+            )
 
 
 def load_expectations(path: Path) -> Expectations:

@@ -47,6 +47,7 @@ from harness.boot.vng import (
 )
 from harness.config import KernelSpec, MatrixConfig
 from harness.errors import HarnessError
+from harness.fetch.imagefacts import all_known, find_strings
 from harness.fetch.kernels import Fetcher, KernelTree
 from harness.files import load_json_object, write_json
 from harness.guest import SCRATCH_DISK_BYTES
@@ -142,6 +143,8 @@ class KernelRun:
             return False
         if tree.config:
             shutil.copyfile(tree.config, self.dir / "config")
+        # The strings expectations may rest on, from the files that boot (image, modules).
+        write_json(self.dir / "strings.json", find_strings(tree.vmlinuz, tree.modules, all_known()))
         if self.root is not None:
             install_modules(self.root, tree.modules, tree.release)
         self.tree = tree
