@@ -70,6 +70,12 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _number(text: str) -> int:
+    """A value as the tracepoint prints it: hex with 0x, else decimal (openat's mode, printed
+    "0666" on some kernels, is no octal literal Python's int(x, 0) accepts)."""
+    return int(text, 16) if text.startswith("0x") else int(text, 10)
+
+
 def parse_trace(text: str) -> list[KernelCall]:
     """The calls in a trace file, each entry paired with the exit that follows it."""
     calls: list[KernelCall] = []
@@ -77,7 +83,7 @@ def parse_trace(text: str) -> list[KernelCall]:
     for line in text.splitlines():
         entered = ENTER.search(line)
         if entered:
-            args = {k: int(v, 0) for k, v in ARGUMENT.findall(entered.group(2))}
+            args = {k: _number(v) for k, v in ARGUMENT.findall(entered.group(2))}
             open_calls[entered.group(1)] = len(calls)
             calls.append(KernelCall(entered.group(1), args, None))
             continue
@@ -85,7 +91,7 @@ def parse_trace(text: str) -> list[KernelCall]:
         if exited and exited.group(1) in open_calls:
             index = open_calls.pop(exited.group(1))
             call = calls[index]
-            calls[index] = KernelCall(call.syscall, call.args, int(exited.group(2), 0))
+            calls[index] = KernelCall(call.syscall, call.args, _number(exited.group(2)))
     return calls
 
 

@@ -245,3 +245,26 @@ test_lies = pytest.mark.strategy("path.resolve", "openat2")(test_lies)
     (lied,) = data["tests"]
     assert lied["verdict"] == "broken", lied
     assert "the kernel's trace does not show: openat2" in lied["message"]
+
+
+def test_trace_lines_of_every_format_parse() -> None:
+    """As the kernels of the matrix print them: hex with 0x, and a decimal with a leading zero
+    (openat's mode on 7.3 arm64), which Python's int(x, 0) refuses."""
+    from mountcompat.testing.kernel_trace import parse_trace
+
+    text = (
+        "  python3-99  [000] .....  1.0: sys_openat(dfd: ffffff9c, filename: 0x1, "
+        "flags: 0x200000, mode: 0666)\n"
+        "  python3-99  [000] .....  1.1: sys_openat -> 0x3\n"
+        "  python3-99  [000] .....  1.2: sys_fsconfig(fd: 0x3, cmd: 0x8, _key: 0x0, "
+        "_value: 0x0, aux: 0x0)\n"
+        "  python3-99  [000] .....  1.3: sys_fsconfig -> 0xffffffffffffffa1\n"
+    )
+    opened, configured = parse_trace(text)
+    assert (opened.syscall, opened.args["flags"], opened.args["mode"], opened.ok) == (
+        "openat",
+        0x200000,
+        666,
+        True,
+    )
+    assert (configured.args["cmd"], configured.ok) == (8, False)
