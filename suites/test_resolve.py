@@ -112,7 +112,8 @@ def preemption_mid_syscall() -> str | None:
     if chosen:
         return chosen.group(1) if chosen.group(1) == "full" else None
     build = os.uname().version
-    for word, mode_name in (("PREEMPT_RT", "rt"), ("PREEMPT ", "full")):
+    # A "PREEMPT" build is full or, from 6.13, lazy: the build string does not tell which.
+    for word, mode_name in (("PREEMPT_RT", "rt"), ("PREEMPT ", "full or lazy (a PREEMPT build)")):
         if word in build and "PREEMPT_DYNAMIC" not in build:
             return mode_name
     return None
@@ -166,6 +167,11 @@ def test_openat2_retries_when_renames_race_its_dotdot(
     finally:
         renamer.kill()
         renamer.wait()
+    if eagains == 0 and cpus < 2:
+        pytest.skip(
+            f"the EAGAIN retry was not exercised: no rename raced a lookup in {calls} calls on "
+            f"one CPU (preemption {preemption})"
+        )
     assert eagains > 0, f"no rename raced a lookup in {calls} calls: nothing was retried"
     cell_note(
         f"the EAGAIN retry was exercised: the kernel answered EAGAIN {eagains} times in "
