@@ -56,7 +56,7 @@ def tests(session: nox.Session) -> None:
     # pytest with two workers by file (the guests of the harness's tests boot while the rest
     # runs); the host's verdicts, JUnit XML, release, symbols and config are kept as the
     # matrix's host column in results/host/.
-    session.run("python", "-m", "harness.host.column", "--", *session.posargs)
+    session.run("python", "-m", "harness.run.host", "--", *session.posargs)
     # Wrong libraries (another strategy's code under a strategy's name, a defining flag
     # dropped) against the contract suites on this host: every one must fail them.
     if not session.posargs:

@@ -12,8 +12,8 @@ from harness.errors import UnreadableResult, UsageError
 from harness.files import load_json_object, locked, read_json_object, write_json, write_text
 from harness.report import history
 from harness.report.collect import build_matrix, find_kernel_dirs
-from harness.report.expectations import load_expectations
 from harness.report.render import render_report
+from harness.run.expectations import load_expectations
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DEFAULT_EXPECTATIONS = REPO / "expectations.yaml"

@@ -20,7 +20,7 @@ from harness.report import (
     markdown_summary,
     write_report,
 )
-from harness.verdict_exit import matrix_exit
+from harness.run.exits import matrix_exit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ never left out without a word.
 from __future__ import annotations
 
 import datetime
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,8 @@ from xml.etree import ElementTree
 
 from harness.errors import UnreadableResult
 from harness.files import load_json_object, read_json_object
-from harness.report.expectations import Expectations, KernelFacts, parse_config
+from harness.run.expectations import Expectations, KernelFacts, parse_config
+from harness.run.judging import is_surprise, judge_default, upstream_version
 
 SCHEMA = 2
 T = TypeVar("T")
@@ -206,15 +206,6 @@ PACKAGE_KEYS = (
 )
 
 
-def upstream_version(version: str | None) -> str | None:
-    """A Debian package version's upstream part: "6.1.153-1" -> "6.1.153". The kernel's own
-    ``uname -r`` (6.1.0-50-cloud-amd64 on bookworm) does not say which stable release it is."""
-    if not version:
-        return None
-    match = re.match(r"(?:\d+:)?(\d+\.\d+(?:\.\d+)?)", version)
-    return match.group(1) if match else None
-
-
 def kernel_upstream(k: KernelDir) -> str | None:
     packages = k.kernel.get("packages") or []
     first = packages[0] if packages and isinstance(packages[0], dict) else {}
@@ -334,17 +325,6 @@ def _no_evidence(reason: str) -> dict[str, Any]:
     }
 
 
-def is_surprise(outcome: str, expected: str, kernel_ok: bool, selected: bool) -> bool:
-    """``broken``; ``works``/``unsupported`` against the expectation; and, on a kernel that
-    ran the whole suites, ``not-run`` where the strategy is expected to work (a gap that
-    would otherwise pass for nothing)."""
-    if outcome == "broken":
-        return True
-    if outcome in ("works", "unsupported") and expected in ("works", "unsupported"):
-        return outcome != expected
-    return outcome == "not-run" and expected == "works" and kernel_ok and not selected
-
-
 def kernel_cells(
     k: KernelDir, strategies: list[tuple[str, str]], expectations: Expectations
 ) -> list[dict[str, Any]]:
@@ -438,29 +418,6 @@ def default_entry(kernel: str, feature: str, value: Any) -> dict[str, Any]:
         "strategy": value.get("strategy"),
         "by_backing": value.get("by_backing", {}),
     }
-
-
-def judge_default(entry: dict[str, Any], cells: list[dict[str, Any]], order: list[str]) -> None:
-    """The library's unforced choice against expectations.yaml's own order of preference (its
-    strategies of the feature, best first): the first one expected to work on this kernel.
-    Where an earlier one's expectation is unknown, the default cannot be judged."""
-    expected: dict[str, str] = {
-        c["strategy"]: c["expected"]
-        for c in cells
-        if c["kernel"] == entry["kernel"] and c["feature"] == entry["feature"]
-    }
-    wanted, why = None, "no strategy of the feature is expected to work here"
-    for strategy in order:
-        answer = expected.get(strategy, "unknown")
-        if answer == "unknown":
-            wanted, why = None, f"the expectation for {strategy} is unknown"
-            break
-        if answer == "works":
-            wanted, why = strategy, f"the first of {', '.join(order)} expected to work"
-            break
-    entry["expected"] = wanted
-    entry["expected_because"] = why
-    entry["surprise"] = wanted is not None and entry["strategy"] != wanted
 
 
 def feature_rows(

@@ -29,11 +29,11 @@ from harness.files import write_json
 from harness.host.bytecode import warm
 from harness.host.facts import HostFacts, first_line, prepare_host
 from harness.host.guestroot import QEMU_SYSTEM, ensure_root, host_arch
+from harness.run.exits import matrix_exit
 from harness.run.kernel import KernelRun, RunContext
 from harness.run.provenance import provenance
 from harness.run.results import ResultStore, check_writable, exclusive, new_run_id
 from harness.ui import MatrixUI
-from harness.verdict_exit import matrix_exit
 
 REPO = Path(__file__).resolve().parent.parent.parent
 EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}

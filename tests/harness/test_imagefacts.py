@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.fetch.imagefacts import find_strings
-from harness.report.expectations import Expectations, KernelFacts
+from harness.run.expectations import Expectations, KernelFacts
 
 MESSAGE = "reusing existing filesystem not allowed"
 
@@ -87,7 +87,7 @@ def test_expectations_rest_on_the_strings_found() -> None:
 
 def test_a_string_nobody_looks_for_is_refused_in_the_expectations(tmp_path: Path) -> None:
     from harness.errors import ConfigError
-    from harness.report.expectations import load_expectations
+    from harness.run.expectations import load_expectations
 
     path = tmp_path / "expectations.yaml"
     path.write_text("fs.create:\n  create-excl: {image_string: something else}\n")

@@ -1,4 +1,4 @@
-"""``python -m harness.host.column [--results DIR] [-- PYTEST ARGS]``: the tests on this host,
+"""``python -m harness.run.host [--results DIR] [-- PYTEST ARGS]``: the tests on this host,
 kept as the host's own column of the matrix.
 
 ``nox -s tests`` runs the library's, the suites' and the harness's tests on the host kernel
@@ -25,7 +25,7 @@ from typing import Any
 from harness.fetch.imagefacts import all_known, find_strings
 from harness.files import write_json
 from harness.guest.__main__ import kernel_facts
-from harness.report.collect import upstream_version
+from harness.run.judging import upstream_version
 from harness.run.provenance import provenance
 from harness.run.results import ResultStore, new_run_id
 from harness.run.verdicts import judge
@@ -135,7 +135,7 @@ def write_column(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.host.column")
+    parser = argparse.ArgumentParser(prog="python -m harness.run.host")
     parser.add_argument("--results", type=Path, default=REPO / "results")
     parser.add_argument("pytest_args", nargs="*")
     args = parser.parse_args(argv)
