@@ -51,7 +51,12 @@ FLAG_ARGUMENT = {
 }
 ENTER = re.compile(r": sys_(\w+)\((.*)\)\s*$")
 EXIT = re.compile(r": sys_(\w+) -> (0x[0-9a-f]+|-?\d+)\s*$")
-ARGUMENT = re.compile(r"(\w+): (0x[0-9a-f]+|-?\d+)")
+ARGUMENT = re.compile(r"(\w+): ([0-9a-fA-Fx-]+)")
+# An event's print format names each argument's conversion: "flags: 0x%08lx" (6.x), "flags:
+# %lx" (5.10, hex without 0x), "mode: 0%o"-like octal on newer kernels.
+CONVERSION = re.compile(r"(\w+): (?:0x)?0?%[-#0-9.]*[hlz]*([xXdiuo])")
+BASES = {"x": 16, "X": 16, "d": 10, "i": 10, "u": 10, "o": 8}
+Bases = dict[str, dict[str, int]]  # per syscall, per argument: the number base it is printed in
 
 
 @dataclass(frozen=True)
@@ -70,20 +75,34 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _number(text: str) -> int:
-    """A value as the tracepoint prints it: hex with 0x, else decimal (openat's mode, printed
-    "0666" on some kernels, is no octal literal Python's int(x, 0) accepts)."""
-    return int(text, 16) if text.startswith("0x") else int(text, 10)
+def _number(text: str, base: int | None = None) -> int:
+    """A value as the tracepoint prints it: in its format's base where known (5.10 prints hex
+    without 0x), else hex with 0x and decimal without."""
+    if text.startswith(("0x", "0X")):
+        return int(text, 16)
+    return int(text, base or 10)
 
 
-def parse_trace(text: str) -> list[KernelCall]:
-    """The calls in a trace file, each entry paired with the exit that follows it."""
+def print_bases(format_text: str) -> dict[str, int]:
+    """Each argument's number base, from an event's ``format`` file (its "print fmt" line)."""
+    line = next((x for x in format_text.splitlines() if x.startswith("print fmt:")), "")
+    return {name: BASES[conversion] for name, conversion in CONVERSION.findall(line)}
+
+
+def parse_trace(text: str, bases: Bases | None = None) -> list[KernelCall]:
+    """The calls in a trace file, each entry paired with the exit that follows it. A value
+    that does not parse in its base leaves that argument out (never a wrong number)."""
+    bases = bases or {}
     calls: list[KernelCall] = []
     open_calls: dict[str, int] = {}
     for line in text.splitlines():
         entered = ENTER.search(line)
         if entered:
-            args = {k: _number(v) for k, v in ARGUMENT.findall(entered.group(2))}
+            known = bases.get(entered.group(1), {})
+            args = {}
+            for name, value in ARGUMENT.findall(entered.group(2)):
+                with contextlib.suppress(ValueError):
+                    args[name] = _number(value, known.get(name))
             open_calls[entered.group(1)] = len(calls)
             calls.append(KernelCall(entered.group(1), args, None))
             continue
@@ -91,16 +110,19 @@ def parse_trace(text: str) -> list[KernelCall]:
         if exited and exited.group(1) in open_calls:
             index = open_calls.pop(exited.group(1))
             call = calls[index]
-            calls[index] = KernelCall(call.syscall, call.args, _number(exited.group(2)))
+            with contextlib.suppress(ValueError):
+                ret = _number(exited.group(2), 16 if bases else None)
+                calls[index] = KernelCall(call.syscall, call.args, ret)
     return calls
 
 
 class KernelWitness:
     """One process's syscall trace. ``clear`` before the call, ``take`` after it."""
 
-    def __init__(self, instance: Path, events: list[str]) -> None:
+    def __init__(self, instance: Path, events: list[str], bases: Bases | None = None) -> None:
         self.instance = instance
         self.events = events
+        self.bases = bases or {}
         # Read as a pipe, which consumes what it gives: emptying the buffer by truncating
         # ``trace`` resets the ring buffer, 16 ms a time on the host.
         self._pipe = os.open(instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -126,9 +148,13 @@ class KernelWitness:
                         "1\n"
                     )
             (instance / "tracing_on").write_text("1\n")
+            bases = {
+                name: print_bases((events_dir / f"sys_enter_{name}" / "format").read_text())
+                for name in events
+            }
         except OSError as exc:
             return f"tracefs unusable: {exc.strerror or exc}"
-        return cls(instance, events)
+        return cls(instance, events, bases)
 
     def _drain(self) -> bytes:
         chunks = []
@@ -149,7 +175,7 @@ class KernelWitness:
 
     def take(self) -> list[KernelCall]:
         """The calls since the last clear or take."""
-        return parse_trace(self._drain().decode(errors="replace"))
+        return parse_trace(self._drain().decode(errors="replace"), self.bases)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

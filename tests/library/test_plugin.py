@@ -268,3 +268,27 @@ def test_trace_lines_of_every_format_parse() -> None:
         True,
     )
     assert (configured.args["cmd"], configured.ok) == (8, False)
+
+
+def test_trace_values_take_the_base_of_their_print_format() -> None:
+    """5.10 prints hex without 0x ("flags: 2a0000"): read as decimal, O_PATH|O_NOFOLLOW would
+    never be found (seen: every userspace walk broken on 5.10). The base comes from the
+    event's own format file."""
+    from mountcompat.testing.kernel_trace import parse_trace, print_bases
+
+    fmt_510 = (
+        'print fmt: "dfd: %lx, filename: %lx, flags: %lx, mode: %lx", ((unsigned long)(REC->dfd))'
+    )
+    fmt_618 = 'print fmt: "dfd: 0x%08lx, filename: 0x%08lx, flags: 0x%08lx, mode: 0x%08lx", x'
+    assert print_bases(fmt_510) == {"dfd": 16, "filename": 16, "flags": 16, "mode": 16}
+    assert print_bases(fmt_618)["flags"] == 16
+    line = (
+        "  python-168 [000] .... 20.9: sys_openat(dfd: e, filename: 7f9c9f07a210, "
+        "flags: 2a0000, mode: 0)\n"
+    )
+    (call,) = parse_trace(
+        line + "  python-168 [000] .... 21.0: sys_openat -> 0xf\n", {"openat": print_bases(fmt_510)}
+    )
+    assert call.args["flags"] == 0x2A0000 and call.args["dfd"] == 0xE and call.ret == 0xF
+    with open("/sys/kernel/tracing/events/syscalls/sys_enter_openat/format") as real:
+        assert print_bases(real.read())["flags"] == 16  # this host's own
