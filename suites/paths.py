@@ -40,7 +40,14 @@ PATHS: dict[str, dict[str, StrategyPath]] = {
             needs=(Call("fsopen"), Call("move_mount", flags=C.MOVE_MOUNT_F_EMPTY_PATH)),
         ),
         "mount2": StrategyPath(
-            marks=(Call("mount", fstype=ANY, without=C.MS_REMOUNT | C.MS_BIND),),
+            marks=(
+                Call(
+                    "mount",
+                    fstype=ANY,
+                    without=C.MS_REMOUNT | C.MS_BIND,
+                    shown="mount(2) of a filesystem type",
+                ),
+            ),
         ),
     },
     "fs.create": {

@@ -34,6 +34,9 @@ class BrowserCheck:
     expected_timelines: int = 0
     evidence_opened: bool = False
     evidence_text: str = ""
+    # A "works" cell's evidence must show the path that ran (docs/fallbacks.md).
+    path_expected: bool = False
+    evidence_screenshot: Path | None = None
     errors: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     screenshot: Path | None = None
@@ -44,6 +47,7 @@ class BrowserCheck:
             self.cells == self.expected_cells
             and self.timelines == self.expected_timelines
             and self.evidence_opened
+            and (not self.path_expected or "Path seen" in self.evidence_text)
             and not self.errors
             and not self.requests
         )
@@ -64,6 +68,8 @@ def check_report(html: Path, screenshot: Path) -> BrowserCheck:
     result = BrowserCheck(
         expected_cells=len(matrix["cells"]),
         expected_timelines=sum(1 for k in matrix["kernels"] if k.get("timeline")),
+        # The first button opens the first kernel's first strategy.
+        path_expected=bool(matrix["cells"]) and matrix["cells"][0]["outcome"] == "works",
     )
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         browser = p.chromium.launch_persistent_context(
@@ -100,6 +106,8 @@ def check_report(html: Path, screenshot: Path) -> BrowserCheck:
             dialog.wait_for(state="visible", timeout=5000)
             result.evidence_opened = dialog.is_visible()
             result.evidence_text = dialog.inner_text()
+            result.evidence_screenshot = screenshot.with_name(f"{screenshot.stem}-evidence.png")
+            dialog.screenshot(path=str(result.evidence_screenshot))
             page.keyboard.press("Escape")
             page.screenshot(path=str(screenshot), full_page=True)
             result.screenshot = screenshot
@@ -116,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{html}: {check.cells}/{check.expected_cells} cells, "
         f"{check.timelines}/{check.expected_timelines} timelines, evidence opens: "
         f"{check.evidence_opened}, page errors: {len(check.errors)}, network requests: "
-        f"{len(check.requests)}, screenshot: {check.screenshot}"
+        f"{len(check.requests)}, screenshot: {check.screenshot}, the first cell's evidence: "
+        f"{check.evidence_screenshot}"
+        + (f", its path shown: {'Path seen' in check.evidence_text}" if check.path_expected else "")
     )
     for problem in check.errors + check.requests:
         print(f"  {problem}")
