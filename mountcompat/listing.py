@@ -5,7 +5,7 @@ Feature ``mounts.list``, preferred first:
 ``statmount``
     listmount(2) for the ids, statmount(2) for each (6.8; options 6.11, source 6.13);
 ``mountinfo``
-    parse /proc/self/mountinfo (every kernel).
+    parse /proc/thread-self/mountinfo (every kernel).
 
 The mount a path resolves to (:func:`mount_id_of`, :func:`find_mount`) is asked of the
 kernel, the way chosen once per process (both give the same answer, so this is no feature
@@ -324,7 +324,8 @@ def _statmount() -> list[MountEntry]:
 
 
 def _mountinfo() -> list[MountEntry]:
-    """/proc/self/mountinfo: every kernel. Needed before 6.8."""
+    """/proc/thread-self/mountinfo (the calling thread's namespace): every kernel. Needed
+    before 6.8."""
     return read_mountinfo()
 
 
@@ -356,7 +357,7 @@ register_cache(_statx_has_mnt_id.clear)
 def _fdinfo_mount_id(path: str | os.PathLike[str]) -> int:
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
-        with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
+        with open(f"/proc/thread-self/fdinfo/{fd}", "rb") as info:
             for line in info:
                 if line.startswith(b"mnt_id:"):
                     return int(line[7:])

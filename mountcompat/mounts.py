@@ -190,6 +190,8 @@ def unmount(path: str | os.PathLike[str]) -> str:
 
 
 def private_mount_namespace() -> None:
-    """Move this process into its own mount namespace where nothing propagates back."""
+    """Move the calling thread into its own mount namespace where nothing propagates back.
+    Only this thread moves (unshare acts on the caller); the library reads the mount table
+    through /proc/thread-self, so each thread sees its own."""
     sys_.unshare(C.CLONE_NEWNS)
     sys_.mount(None, "/", None, C.MS_REC | C.MS_PRIVATE)

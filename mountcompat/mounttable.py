@@ -420,7 +420,10 @@ def read_file(path: Path) -> bytes:
         os.close(fd)
 
 
-def read_mountinfo(pid: str = "self", proc: Path = Path("/proc")) -> list[MountEntry]:
+def read_mountinfo(pid: str = "thread-self", proc: Path = Path("/proc")) -> list[MountEntry]:
+    """The mount table as ``pid`` sees it. By default the calling thread's: a thread that
+    entered a mount namespace of its own (``private_mount_namespace`` moves only the calling
+    thread) sees its own table there, where /proc/self is the main thread's."""
     path = proc / pid / "mountinfo"
     sys_.note_read(path)
     return parse_mountinfo(read_file(path))

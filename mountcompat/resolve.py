@@ -118,7 +118,7 @@ def _userspace(root: Path, path: str, flags: int) -> int:
                 raise sys_.raise_errno(errno.ENOTDIR, "resolve", (str(root), path))
         if flags & os.O_PATH:
             return os.dup(walk.stack[-1])
-        return os.open(f"/proc/self/fd/{walk.stack[-1]}", flags | os.O_CLOEXEC)
+        return os.open(f"/proc/thread-self/fd/{walk.stack[-1]}", flags | os.O_CLOEXEC)
     except OSError as exc:
         exc.add_note(f"path.resolve: walking {path!r} under {str(root)!r}, at {name!r}")
         raise
