@@ -486,8 +486,27 @@ class MountNode:
 
 def build_tree(entries: Iterable[MountEntry]) -> list[MountNode]:
     """The parent/child tree, children in table order. The roots are the entries whose
-    parent is not in the table (or is themselves, as the initial rootfs is)."""
-    nodes = {e.mount_id: MountNode(e, []) for e in entries}
+    parent is not in the table (or is themselves, as the initial rootfs is).
+
+    Every entry is in the tree exactly once, or the table is refused (findmnt's rule: "make
+    sure all entries are in the tree"): two entries with one mount id (a torn read of
+    mountinfo while mounts change) or parents that form a cycle raise MountTableError naming
+    the entries (1-based: the lines of mountinfo), never an entry dropped silently."""
+    listed = list(entries)
+    nodes: dict[int, MountNode] = {}
+    for position, entry in enumerate(listed, 1):
+        earlier = nodes.get(entry.mount_id)
+        if earlier is not None:
+            first = listed.index(earlier.entry) + 1
+            raise MountTableError(
+                position,
+                "mount id",
+                f"{entry.mount_id} is also entry {first}'s: a torn read (mounts changed "
+                "while the table was read), or not a mount table",
+                f"{entry.mountpoint} and {earlier.entry.mountpoint}",
+                where=f"mount table entry {position}",
+            )
+        nodes[entry.mount_id] = MountNode(entry, [])
     roots = []
     get = nodes.get
     for node in nodes.values():
@@ -496,7 +515,38 @@ def build_tree(entries: Iterable[MountEntry]) -> list[MountNode]:
             roots.append(node)
         else:
             parent.children.append(node)
+    if _count(roots) != len(nodes):
+        _refuse_cycle(listed, nodes, roots)
     return roots
+
+
+def _count(roots: list[MountNode]) -> int:
+    count, stack = 0, list(roots)
+    while stack:
+        node = stack.pop()
+        count += 1
+        stack.extend(node.children)
+    return count
+
+
+def _refuse_cycle(
+    listed: list[MountEntry], nodes: dict[int, MountNode], roots: list[MountNode]
+) -> None:
+    reached: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        reached.add(node.entry.mount_id)
+        stack.extend(node.children)
+    lost = [i for i, e in enumerate(listed, 1) if e.mount_id not in reached]
+    ids = ", ".join(str(listed[i - 1].mount_id) for i in lost[:10])
+    raise MountTableError(
+        lost[0],
+        "parent id",
+        f"entries {', '.join(map(str, lost[:10]))} (mount ids {ids}) reach no root: their "
+        "parents form a cycle",
+        where=f"mount table entry {lost[0]}",
+    )
 
 
 def walk(nodes: Iterable[MountNode]) -> Iterator[MountEntry]:

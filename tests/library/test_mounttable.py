@@ -341,3 +341,36 @@ def test_statmount_without_a_field_it_must_have_is_an_error() -> None:
     buf = statmount_buffer({"fstype": b"t", "root": b"/", "point": b"/p"}, BASIC & ~0x10)
     with pytest.raises(MountTableError, match="mnt_point"):
         parse_statmount(buf)
+
+
+def test_two_entries_with_one_mount_id_are_refused_naming_both() -> None:
+    """A torn read repeats an entry: the second must not vanish from the tree."""
+    lines = [
+        "1 1 0:1 / / rw - rootfs rootfs rw",
+        "20 1 0:20 / /a rw - tmpfs one rw",
+        "21 1 0:21 / /b rw - tmpfs two rw",
+        "20 1 0:22 / /c rw - tmpfs three rw",
+    ]
+    with pytest.raises(MountTableError) as caught:
+        build_tree(parse_mountinfo("\n".join(lines)))
+    assert caught.value.line == 4
+    assert "also entry 2's" in str(caught.value) and "/c and /a" in str(caught.value)
+
+
+def test_parents_in_a_cycle_are_refused_naming_the_entries() -> None:
+    lines = [
+        "1 1 0:1 / / rw - rootfs rootfs rw",
+        "20 1 0:20 / /a rw - tmpfs ok rw",
+        "30 31 0:30 / /x rw - tmpfs loop1 rw",
+        "31 30 0:31 / /y rw - tmpfs loop2 rw",
+    ]
+    with pytest.raises(MountTableError) as caught:
+        build_tree(parse_mountinfo("\n".join(lines)))
+    assert "entries 3, 4 (mount ids 30, 31)" in str(caught.value)
+
+
+def test_every_entry_is_in_the_tree_once() -> None:
+    entries = parse_mountinfo(MOUNTINFO)
+    assert sorted(e.mount_id for e in walk(build_tree(entries))) == sorted(
+        e.mount_id for e in entries
+    )
