@@ -19,6 +19,7 @@ import platform
 import stat
 import struct
 import sys
+import sysconfig
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,8 +30,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
-# The new mount syscalls have one number on every architecture (the asm-generic table);
-# only mount(2) and umount2(2), older, differ, and we call those through libc.
+# The new mount syscalls have one number on x86_64 and the asm-generic table (aarch64); other
+# architectures number them otherwise (alpha, mips) or are not known here. mount(2) and
+# umount2(2), older, differ everywhere, and we call those through libc.
 _NUMBERS: dict[str, dict[str, int]] = {
     arch: {
         "open_tree": 428,
@@ -47,9 +49,25 @@ _NUMBERS: dict[str, dict[str, int]] = {
     }
     for arch in ("x86_64", "aarch64")
 }
-NR = _NUMBERS.get(platform.machine(), _NUMBERS["x86_64"])
+
+
+def interpreter_arch() -> str:
+    """The architecture this interpreter was built for ("x86_64-linux-gnu" -> "x86_64"): the
+    numbers it must use, which platform.machine(), the kernel's, does not give (a 32-bit
+    interpreter on an x86_64 kernel)."""
+    multiarch = getattr(sys.implementation, "_multiarch", "") or (
+        sysconfig.get_config_var("MULTIARCH") or ""
+    )
+    return str(multiarch).split("-")[0] if multiarch else platform.machine()
+
+
+ARCH = interpreter_arch()
+# An architecture without a table gets -1 for every number: the kernel answers ENOSYS, and
+# the error says the numbers are missing here (the fallbacks through libc still work).
+NR = dict(_NUMBERS.get(ARCH, dict.fromkeys(_NUMBERS["x86_64"], -1)))
 # statx is older than the shared numbering: its number differs by architecture.
-NR["statx"] = {"x86_64": 332, "aarch64": 291}.get(platform.machine(), 332)
+NR["statx"] = {"x86_64": 332, "aarch64": 291}.get(ARCH, -1)
+KNOWN_ARCH = ARCH in _NUMBERS
 # How often each number was called in this process: the suites record it, so that a run on
 # an architecture shows that every number of its table was really used.
 CALLED: collections.Counter[str] = collections.Counter()
@@ -231,6 +249,8 @@ def add_kernel_messages(exc: OSError, messages: Sequence[str], source: str = "ke
 
 def raise_errno(err: int, name: str, args: Sequence[Any], messages: Sequence[str] = ()) -> OSError:
     call = _describe(name, args)
+    if err == errno.ENOSYS and not KNOWN_ARCH and NR.get(name) == -1:
+        call += f" -- mountcompat has no syscall numbers for {ARCH} (known: x86_64, aarch64)"
     if messages:
         call += " -- kernel: " + "; ".join(messages)
     exc = OSError(err, os.strerror(err), call)
