@@ -11,6 +11,7 @@ from mountcompat.attrs import clone_tree, set_mount_attrs
 from mountcompat.choices import LOG, ChoiceRecord, forced
 from mountcompat.detached import clone_detached
 from mountcompat.errors import (
+    ForcingRefused,
     LazyUnmountWarning,
     MountCompatError,
     MountTableError,
@@ -46,6 +47,7 @@ __all__ = [
     "AttachedMount",
     "ChoiceRecord",
     "DetachedMount",
+    "ForcingRefused",
     "FsContext",
     "LazyUnmountWarning",
     "LoopDevice",

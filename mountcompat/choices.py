@@ -136,12 +136,19 @@ _forced: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextV
 
 def parse_force(text: str) -> dict[str, str]:
     """``overlay.layers=lowerdir-string,mount.attr=remount`` -> a mapping."""
-    result = {}
+    result: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         feature, sep, strategy = item.partition("=")
         if not sep or not feature or not strategy:
             raise UnknownStrategy(f"{ENV_FORCE}: {item!r} is not feature=strategy")
-        result[feature.strip()] = strategy.strip()
+        feature, strategy = feature.strip(), strategy.strip()
+        if result.get(feature, strategy) != strategy:
+            from mountcompat.errors import ForcingRefused
+
+            raise ForcingRefused(
+                f"{ENV_FORCE}: {feature} is forced to both {result[feature]} and {strategy}"
+            )
+        result[feature] = strategy
     return result
 
 
@@ -159,7 +166,7 @@ def _forced_by_environment(text: str) -> Mapping[str, str]:
     from mountcompat.strategy import validate_forcing
 
     choices = parse_force(text)
-    validate_forcing(choices)
+    validate_forcing(choices, from_environment=True)
     return choices
 
 

@@ -55,6 +55,11 @@ class NoStrategyWorked(MountCompatError):
         super().__init__(f"{feature}: no strategy works on this kernel ({tried})")
 
 
+class ForcingRefused(MountCompatError, ValueError):
+    """MOUNTCOMPAT_FORCE naming a strategy the environment may not force (one weaker where
+    security is concerned), or naming two strategies for one feature."""
+
+
 class UnknownStrategy(MountCompatError, ValueError):
     """A feature or strategy name that the library does not know (in forcing, say)."""
 

@@ -136,7 +136,12 @@ PATH_RESOLVE = feature(
             unsupported=frozenset({errno.ENOSYS}),
             cache_on=frozenset({errno.ENOSYS}),
         ),
-        Strategy("userspace", _userspace),
+        Strategy(
+            "userspace",
+            _userspace,
+            weaker="a userspace walk follows a directory renamed during the walk, out of the "
+            "root, where openat2 resolves atomically",
+        ),
     ],
 )
 

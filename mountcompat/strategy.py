@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from mountcompat import _syscalls as sys_
-from mountcompat.choices import LOG, forced_strategy, forget_environment_forcing
+from mountcompat.choices import ENV_FORCE, LOG, forced_strategy, forget_environment_forcing
 from mountcompat.errors import (
     Attempt,
+    ForcingRefused,
     NoStrategyWorked,
     StrategyUnsupported,
     UnknownStrategy,
@@ -138,6 +139,10 @@ class Strategy(Generic[T]):
     # What this request needs beyond that (data-only layers, these attributes), from the
     # same arguments as ``run``: missing means not for requests like this one.
     request_probes: Callable[..., Sequence[Probe]] | None = None
+    # Why the strategy is weaker than its feature's best where security is concerned (a
+    # userspace walk open to rename races): the environment may not force it, code may, and
+    # its records say so.
+    weaker: str = ""
 
     def __post_init__(self) -> None:
         if self.ambiguous & self.unsupported:
@@ -295,7 +300,8 @@ class Feature(Generic[T]):
         except BaseException as exc:
             LOG.add(self.id, s.name, "failed", message=repr(exc), forced=forced, **_traced(path))
             raise
-        LOG.add(self.id, s.name, "used", forced=forced, **_traced(path))
+        note = f"forced although weaker: {s.weaker}" if forced and s.weaker else ""
+        LOG.add(self.id, s.name, "used", forced=forced, message=note, **_traced(path))
         return result
 
     @staticmethod
@@ -405,10 +411,18 @@ def reset_probes() -> None:
         forget()
 
 
-def validate_forcing(choices: Mapping[str, str]) -> None:
+def validate_forcing(choices: Mapping[str, str], from_environment: bool = False) -> None:
+    """Every feature and strategy named must exist; the environment (MOUNTCOMPAT_FORCE) may not
+    force a strategy that is weaker where security is concerned: anybody who sets a variable
+    would switch the program onto it. Code may, with :func:`~mountcompat.choices.forced`."""
     import mountcompat.features  # noqa: F401 -- registers every feature
 
     for feature_id, strategy_name in choices.items():
         if feature_id not in FEATURES:
             raise UnknownStrategy(f"no feature {feature_id!r} (known: {', '.join(FEATURES)})")
-        FEATURES[feature_id].strategy(strategy_name)
+        chosen = FEATURES[feature_id].strategy(strategy_name)
+        if from_environment and chosen.weaker:
+            raise ForcingRefused(
+                f"{ENV_FORCE}: {feature_id}={strategy_name} is refused: {chosen.weaker}; "
+                "force it in code (mountcompat.choices.forced) if it is really wanted"
+            )

@@ -8,9 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from mountcompat import open_in_root
+from mountcompat import list_mounts, open_in_root
 from mountcompat.choices import LOG, ChoiceLog, forced, parse_force
-from mountcompat.errors import NoStrategyWorked, StrategyUnsupported, UnknownStrategy
+from mountcompat.errors import (
+    ForcingRefused,
+    NoStrategyWorked,
+    StrategyUnsupported,
+    UnknownStrategy,
+)
 from mountcompat.strategy import (
     Feature,
     Probe,
@@ -127,13 +132,33 @@ def test_parse_force() -> None:
 
 
 def test_caller_forcing_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOUNTCOMPAT_FORCE", "mounts.list=mountinfo")
+    with forced({"mounts.list": "statmount"}):
+        list_mounts()
+    assert LOG.records("mounts.list")[-1].strategy == "statmount"
+    list_mounts()
+    assert LOG.records("mounts.list")[-1].strategy == "mountinfo"
+    assert all(r.forced for r in LOG.records("mounts.list"))
+
+
+def test_the_environment_may_not_force_a_weaker_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anybody who can set a variable would switch a program onto the racy userspace walk;
+    code may still force it, and the record says it was weaker."""
     monkeypatch.setenv("MOUNTCOMPAT_FORCE", "path.resolve=userspace")
-    with forced({"path.resolve": "openat2"}):
+    with pytest.raises(ForcingRefused, match=r"path\.resolve=userspace is refused"):
+        open_in_root("/", "etc")
+    monkeypatch.delenv("MOUNTCOMPAT_FORCE")
+    reset_probes()
+    with forced({"path.resolve": "userspace"}):
         os.close(open_in_root("/", "etc"))
-    assert LOG.records("path.resolve")[-1].strategy == "openat2"
-    os.close(open_in_root("/", "etc"))
-    assert LOG.records("path.resolve")[-1].strategy == "userspace"
-    assert all(r.forced for r in LOG.records("path.resolve"))
+    (record,) = [r for r in LOG.records("path.resolve") if r.outcome == "used"]
+    assert record.forced and record.message.startswith("forced although weaker: ")
+
+
+def test_one_feature_forced_two_ways_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOUNTCOMPAT_FORCE", "mount.api=mount2,mount.api=fsmount")
+    with pytest.raises(ForcingRefused, match="both mount2 and fsmount"):
+        list_mounts()
 
 
 def test_forcing_unknown_names_fails_at_once() -> None:
