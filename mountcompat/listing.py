@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
+from mountcompat.choices import LOG
 from mountcompat.errors import MountTableError
 from mountcompat.mounts import MountAttr
 from mountcompat.mounttable import (
@@ -350,7 +351,9 @@ def list_mounts(force: str | None = None) -> list[MountEntry]:
 
 # --- the mount at a path ------------------------------------------------------------------
 
-_statx_has_mnt_id: list[bool] = []  # learnt on first use
+_statx_has_mnt_id: list[bool] = []  # learnt on first use, and recorded then
+# Not a feature of the matrix (both ways give the same id): its choice is recorded all the same.
+MOUNT_ID = "mount.id"
 register_cache(_statx_has_mnt_id.clear)
 
 
@@ -372,16 +375,21 @@ def mount_id_of(path: str | os.PathLike[str]) -> int:
     last. statx(STATX_MNT_ID) (5.8); on older kernels the mnt_id of /proc/self/fdinfo (3.15).
     A missing path raises FileNotFoundError."""
     if not _statx_has_mnt_id or _statx_has_mnt_id[0]:
+        why = "STATX_MNT_ID not in statx's returned mask (before 5.8)"
         try:
             returned, _, _, mnt_id = sys_.statx(C.AT_FDCWD, path, 0, sys_.STATX_MNT_ID)
         except OSError as exc:
             if exc.errno != errno.ENOSYS:  # before 4.11, or a seccomp filter
                 raise
-            returned = 0
+            returned, why = 0, f"statx: {exc}"
         if returned & sys_.STATX_MNT_ID:
+            if not _statx_has_mnt_id:  # the choice, made once per process, is recorded
+                LOG.add(MOUNT_ID, "statx", "used")
             _statx_has_mnt_id[:] = [True]
             return mnt_id
         _statx_has_mnt_id[:] = [False]
+        LOG.add(MOUNT_ID, "statx", "unsupported", err=errno.ENOSYS, message=why)
+        LOG.add(MOUNT_ID, "fdinfo", "used")
     return _fdinfo_mount_id(path)
 
 

@@ -86,3 +86,30 @@ def test_a_loop_attach_that_never_wins_says_so(
         attach_loop(backing)
     assert caught.value.errno == errno.ENXIO
     assert "3 free devices, each taken by another process first" in str(caught.value)
+
+
+def test_the_mount_id_choice_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """statx(STATX_MNT_ID) where the kernel gives it, else fdinfo: chosen once per process,
+    and recorded as every choice is. (A kernel before 5.8 leaves STATX_MNT_ID out of the
+    returned mask: the statx double does so, as no kernel at hand can.)"""
+    from mountcompat import _syscalls as sys_
+    from mountcompat.choices import LOG
+    from mountcompat.listing import mount_id_of
+    from mountcompat.strategy import reset_probes
+
+    reset_probes()
+    mark = LOG.mark()
+    by_statx = mount_id_of(tmp_path)
+    assert [(r.feature, r.strategy, r.outcome) for r in LOG.since(mark)] == [
+        ("mount.id", "statx", "used")
+    ]
+    real = sys_.statx
+    monkeypatch.setattr(sys_, "statx", lambda *a: (0, *real(*a)[1:]))
+    reset_probes()
+    mark = LOG.mark()
+    assert mount_id_of(tmp_path) == by_statx  # fdinfo's answer is the same id
+    assert [(r.strategy, r.outcome) for r in LOG.since(mark)] == [
+        ("statx", "unsupported"),
+        ("fdinfo", "used"),
+    ]
+    reset_probes()
