@@ -229,8 +229,9 @@ def _mount2_data(spec: OverlaySpec, target: Path, attrs: MountAttr) -> AttachedM
     OverlayOptionsTooLong instead of reaching the kernel, which would cut them off. Data-only
     layers before 6.5 get EINVAL, told apart from a wrong request by a throwaway mount."""
     data = data_string(spec)
-    if len(data.encode()) >= C.PAGE_SIZE:
-        raise OverlayOptionsTooLong("mount2-data", len(data.encode()), C.PAGE_SIZE)
+    size = len(os.fsencode(data))  # as the kernel will get it: any name, UTF-8 or not
+    if size >= C.PAGE_SIZE:
+        raise OverlayOptionsTooLong("mount2-data", size, C.PAGE_SIZE)
     with _reason_from_kernel_log():
         sys_.mount("overlay", target, "overlay", ms_flags(attrs), data)
     return AttachedMount(target)
