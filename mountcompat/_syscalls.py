@@ -266,16 +266,41 @@ def _check(result: int, name: str, args: Sequence[Any]) -> int:
     return result
 
 
+# The calls that did nothing when they answer EINTR, so that asking again is the same request.
+# fsconfig is not among them (an interrupted CMD_CREATE can leave its context failed), nor
+# fsmount, which consumes the context's superblock.
+RETRY_EINTR = frozenset(
+    {
+        "openat2",
+        "statx",
+        "statmount",
+        "listmount",
+        "open_tree",
+        "open_tree_attr",
+        "mount_setattr",
+        "move_mount",
+        "fsopen",
+        "fspick",
+    }
+)
+
+
 def syscall(
     name: str,
     *args: Any,
     describe: Sequence[Any] | None = None,
     detail: dict[str, Any] | None = None,
 ) -> int:
-    """The syscall ``name``; ``detail`` is what its note in a strategy's path says of it."""
+    """The syscall ``name``; ``detail`` is what its note in a strategy's path says of it.
+    Interrupted by a signal (EINTR), a call that can be asked again is asked again, as
+    Python's own ``os`` functions do (PEP 475): the handler runs in between, and an
+    exception it raises ends the call."""
     CALLED[name] += 1
-    ctypes.set_errno(0)
-    result = int(_syscall(ctypes.c_long(NR[name]), *args))
+    while True:
+        ctypes.set_errno(0)
+        result = int(_syscall(ctypes.c_long(NR[name]), *args))
+        if result >= 0 or name not in RETRY_EINTR or ctypes.get_errno() != errno.EINTR:
+            break
     if _FRAMES.stack:
         note(name, _err_of(result), **(detail or {}))
     return _check(result, name, describe if describe is not None else args)
@@ -599,7 +624,7 @@ def mount(
 ) -> None:
     ctypes.set_errno(0)
     args = (_encode(source), _encode(target), _encode(fstype), ctypes.c_ulong(flags), _encode(data))
-    failed = _mount(*args) != 0
+    failed = _retrying(lambda: _mount(*args)) != 0
     if _FRAMES.stack:
         note("mount", ctypes.get_errno() if failed else None, fstype=fstype, flags=flags)
     if failed:
@@ -613,9 +638,20 @@ def mount(
         raise raise_errno(ctypes.get_errno(), "mount", shown)
 
 
+def _retrying(call: Any) -> int:
+    """A libc call (mount, umount2) asked again while it answers EINTR: an interrupted mount
+    or unmount has not happened."""
+    while True:
+        ctypes.set_errno(0)
+        result = int(call())
+        if result == 0 or ctypes.get_errno() != errno.EINTR:
+            return result
+
+
 def umount2(target: str | os.PathLike[str], flags: int = 0) -> None:
     ctypes.set_errno(0)
-    failed = _umount2(_encode(target), ctypes.c_int(flags)) != 0
+    encoded = _encode(target)
+    failed = _retrying(lambda: _umount2(encoded, ctypes.c_int(flags))) != 0
     if _FRAMES.stack:
         note("umount2", ctypes.get_errno() if failed else None, flags=flags)
     if failed:
