@@ -25,6 +25,7 @@ with :func:`register_cache`) is forgotten by :func:`reset_probes`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import inspect
 import os
 import threading
@@ -308,6 +309,9 @@ class Feature(Generic[T]):
     def _refusal(
         s: Strategy[T], exc: OSError, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> _Refusal | None:
+        absent = _absent_filesystem(exc)
+        if absent is not None:
+            return _Refusal(absent, remember=False)
         if exc.errno in s.unsupported:
             return _Refusal(_kernel_message(exc), remember=exc.errno in s.cache_on)
         if exc.errno in s.ambiguous:
@@ -335,6 +339,29 @@ class Feature(Generic[T]):
         if remember:
             with self._lock:
                 self._known_unsupported[s.name] = Attempt(s.name, err, message)
+
+
+def _absent_filesystem(exc: OSError) -> str | None:
+    """ENODEV from fsopen or mount(2) is the kernel saying it has no such filesystem type
+    (after trying to load its module): every strategy of every feature is then "not here" for
+    that type, never broken. /proc/filesystems decides, as the kernel's own list."""
+    operation = getattr(exc, "operation", None)
+    arguments: tuple[Any, ...] = getattr(exc, "arguments", ())
+    position = {"fsopen": 0, "mount": 2}.get(str(operation))  # where the type is named
+    if exc.errno != errno.ENODEV or position is None or len(arguments) <= position:
+        return None
+    fstype = arguments[position]
+    if not isinstance(fstype, str) or fstype in known_filesystems():
+        return None  # the type is there: ENODEV means something else (a missing device)
+    return f"filesystem type absent: this kernel has no {fstype} (/proc/filesystems)"
+
+
+def known_filesystems() -> set[str]:
+    try:
+        with open("/proc/filesystems") as listed:
+            return {line.split()[-1] for line in listed if line.strip()}
+    except OSError:
+        return set()
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from mountcompat import list_mounts, open_in_root
+from mountcompat import list_mounts, mount_fs, open_in_root
 from mountcompat.choices import LOG, ChoiceLog, forced, parse_force
 from mountcompat.errors import (
     ForcingRefused,
@@ -346,3 +347,16 @@ def test_the_process_log_is_bounded() -> None:
         LOG.add("test.feature", "x", "used")
     assert len(LOG.records()) == LOG.capacity
     assert len(LOG.since(before)) == LOG.capacity
+
+
+@pytest.mark.parametrize("strategy", ["fsmount", "mount2"])
+def test_a_filesystem_type_the_kernel_lacks_is_unsupported(tmp_path: Path, strategy: str) -> None:
+    """ENODEV, the kernel's own answer for a type it has not (not in /proc/filesystems, no
+    module to load): the cell says "filesystem type absent", unsupported, never broken."""
+    with pytest.raises(StrategyUnsupported) as caught:
+        mount_fs("mountcompat-nosuchfs", None, tmp_path, force=strategy)
+    assert caught.value.errno == errno.ENODEV
+    assert "filesystem type absent: this kernel has no mountcompat-nosuchfs" in str(caught.value)
+    with pytest.raises(NoStrategyWorked) as everything:
+        mount_fs("mountcompat-nosuchfs", None, tmp_path)
+    assert all("filesystem type absent" in a.message for a in everything.value.attempts)
