@@ -263,7 +263,8 @@ def sysfs_loop(number: int) -> dict[str, str]:
     values = {}
     for name in ("loop/backing_file", "loop/autoclear", "loop/dio", "ro"):
         with contextlib.suppress(OSError):
-            values[name.split("/")[-1]] = (base / name).read_text().strip()
+            # Bytes, decoded as names are: a backing file's name need not be UTF-8.
+            values[name.split("/")[-1]] = os.fsdecode((base / name).read_bytes().rstrip(b"\n"))
     return values
 
 

@@ -25,7 +25,9 @@ def loop_backings(sys_block: Path = Path("/sys/block")) -> dict[str, str]:
     found = {}
     for entry in sys_block.glob("loop*"):
         try:
-            found[entry.name] = (entry / "loop" / "backing_file").read_text().strip()
+            # Bytes, decoded as names are: a backing file's name need not be UTF-8.
+            raw = (entry / "loop" / "backing_file").read_bytes().rstrip(b"\n")
+            found[entry.name] = os.fsdecode(raw)
         except OSError:
             continue
     return found
