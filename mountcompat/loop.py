@@ -264,7 +264,9 @@ def sysfs_loop(number: int) -> dict[str, str]:
     for name in ("loop/backing_file", "loop/autoclear", "loop/dio", "ro"):
         with contextlib.suppress(OSError):
             # Bytes, decoded as names are: a backing file's name need not be UTF-8.
-            values[name.split("/")[-1]] = os.fsdecode((base / name).read_bytes().rstrip(b"\n"))
+            # sysfs ends each value with one newline; a name may end with one of its own.
+            raw = (base / name).read_bytes().removesuffix(b"\n")
+            values[name.split("/")[-1]] = os.fsdecode(raw)
     return values
 
 

@@ -26,8 +26,8 @@ def loop_backings(sys_block: Path = Path("/sys/block")) -> dict[str, str]:
     for entry in sys_block.glob("loop*"):
         try:
             # Bytes, decoded as names are: a backing file's name need not be UTF-8.
-            raw = (entry / "loop" / "backing_file").read_bytes().rstrip(b"\n")
-            found[entry.name] = os.fsdecode(raw)
+            raw = (entry / "loop" / "backing_file").read_bytes()
+            found[entry.name] = os.fsdecode(raw.removesuffix(b"\n"))  # sysfs's one newline
         except OSError:
             continue
     return found
