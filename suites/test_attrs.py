@@ -200,6 +200,18 @@ class MountAttrContract(Contract):
                     assert entry.readonly and "nodev" in entry.options, entry
                 assert (_write(sub), _open_device(sub)) == ("EROFS", "EACCES")
 
+    def test_one_mount_leaves_its_submounts_alone(self, workdir: Path) -> None:
+        """Not recursive: the mount at the path changes, the one below it does not (a library
+        that always asked AT_RECURSIVE would pass the recursive test and fail this one)."""
+        sub = workdir / "sub"
+        with mount_fs("tmpfs", "mc-top", workdir, force="mount2"):
+            sub.mkdir()
+            with mount_fs("tmpfs", "mc-sub", sub, force="mount2"):
+                set_mount_attrs(workdir, MountAttr.RDONLY, recursive=False, force=self.strategy)
+                assert mounted_at(workdir).readonly
+                assert not mounted_at(sub).readonly
+                (sub / "still-writable").write_text("yes")
+
 
 class TestMountSetattr(MountAttrContract):
     strategy = "mount-setattr"

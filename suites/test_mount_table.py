@@ -17,7 +17,7 @@ from helpers import AWKWARD_NAME, Contract, assert_default_choice, require_tool
 
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
-from mountcompat import listing
+from mountcompat import listing, mount_fs
 from mountcompat.choices import LOG
 from mountcompat.errors import StrategyUnsupported
 from mountcompat.listing import find_mount, list_mounts, mount_id_of
@@ -239,6 +239,19 @@ class MountsListContract(Contract):
 
 class TestStatmount(MountsListContract):
     strategy = "statmount"
+
+    def test_entries_carry_the_64_bit_unique_ids(self, workdir: Path) -> None:
+        """statmount's ids, never reused, which mountinfo cannot give: each entry has its
+        own, told apart from the old 32-bit id (a library reading mountinfo under this
+        name has none)."""
+        with mount_fs("tmpfs", "mc-unique", workdir, force="mount2"):
+            entries = list_mounts(force=self.strategy)
+            listed: list[int] = []  # listmount's own answer, page by page
+            while page := sys_.listmount(C.LSMT_ROOT, listed[-1] if listed else 0, 512):
+                listed += page
+        uniques = [e.unique_id for e in entries]
+        assert None not in uniques and len(set(uniques)) == len(uniques)
+        assert sorted(u for u in uniques if u is not None) == sorted(listed)
 
 
 class TestMountinfo(MountsListContract):

@@ -88,6 +88,19 @@ def _drop_flag(position: int, flag: int) -> Callable[..., Any]:
     return change
 
 
+def _add_flag(position: int, flag: int) -> Callable[..., Any]:
+    """A syscall wrapper whose argument at ``position`` gains ``flag``."""
+
+    def change(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            args = (*args[:position], args[position] | flag, *args[position + 1 :])
+            return original(*args, **kwargs)
+
+        return call
+
+    return change
+
+
 def _openat2_without(resolve: int) -> Callable[..., Any]:
     def change(original: Callable[..., Any]) -> Callable[..., Any]:
         def call(dfd: int, path: Any, how: sys_.OpenHow) -> int:
@@ -131,8 +144,8 @@ def _layer_mode(add: int = 0, remove: int = 0) -> Callable[..., Any]:
     return change
 
 
-def _not_recursive(feature: str, strategy: str) -> Patch:
-    """The strategy's own code, always asked for one mount only."""
+def _recursion(feature: str, strategy: str, always: bool) -> Patch:
+    """The strategy's own code, always asked for a whole tree, or for one mount only."""
 
     def apply() -> None:
         from mountcompat.features import FEATURES
@@ -141,7 +154,7 @@ def _not_recursive(feature: str, strategy: str) -> Patch:
 
         @functools.wraps(original_run)
         def run(path: Any, set_: Any, clear: Any, recursive: bool) -> Any:
-            return original_run(path, set_, clear, False)
+            return original_run(path, set_, clear, always)
 
         _replace_run(feature, strategy, run)
 
@@ -161,7 +174,19 @@ def _drops() -> Iterator[Mutant]:
             "mount.attr",
             "remount",
             "remounts the top mount only",
-            _not_recursive("mount.attr", "remount"),
+            _recursion("mount.attr", "remount", always=False),
+        ),
+        (
+            "mount.attr",
+            "remount",
+            "remounts the submounts always",
+            _recursion("mount.attr", "remount", always=True),
+        ),
+        (
+            "mount.attr",
+            "mount-setattr",
+            "mount_setattr with AT_RECURSIVE always",
+            _during("mount.attr", "mount-setattr", sys_, "mount_setattr", _add_flag(2, rec)),
         ),
         (
             "tree.attr",
