@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from mountcompat.testing.leaks import loop_backings
 from tests.mutation.mutants import Mutant, all_mutants
 from tests.mutation.plugin import ENV
 
@@ -49,6 +50,27 @@ def run_one(mutant: Mutant) -> tuple[Mutant, str, str]:
     return mutant, "error", f"pytest exited {done.returncode}: {(lines or [done.stderr])[-1]}"
 
 
+def detach_new_loop_devices(before: set[str]) -> list[str]:
+    """LOOP_CLR_FD on every loop device bound since ``before`` (names like loop3)."""
+    from mountcompat import _constants as C
+    from mountcompat import _syscalls as sys_
+
+    detached = []
+    for name in sorted(set(loop_backings()) - before):
+        try:
+            fd = os.open(f"/dev/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            sys_.ioctl(fd, C.LOOP_CLR_FD, 0, "LOOP_CLR_FD")
+            detached.append(name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return detached
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
@@ -57,11 +79,17 @@ def main() -> int:
     args = parser.parse_args()
     mutants = [m for m in all_mutants() if not args.ids or m.id in args.ids]
     started = time.monotonic()
+    devices_before = set(loop_backings())
     results: list[tuple[Mutant, str, str]] = []
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         for mutant, verdict, why in pool.map(run_one, mutants):
             results.append((mutant, verdict, why))
             print(f"  {verdict:8} {mutant.id}  {why[:150]}", flush=True)
+    # A wrong library that drops LO_FLAGS_AUTOCLEAR leaves its device bound when its test
+    # fails (that is how it is killed): the check lets go of what the mutants left.
+    left = detach_new_loop_devices(devices_before)
+    if left:
+        print(f"detached {len(left)} loop devices the wrong libraries left bound: {left}")
     per_cell: dict[tuple[str, str], collections.Counter[str]] = collections.defaultdict(
         collections.Counter
     )
