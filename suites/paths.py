@@ -24,6 +24,19 @@ def _recursive(call: str, flags: int = 0) -> tuple[Call, Call]:
     )
 
 
+def _lo_flag(cmd: str, flag: str, when: str, ok: bool = True) -> Call:
+    """A loop ioctl carrying LO_FLAGS_<flag> in its lo_flags when the request asks for it."""
+    return Call(
+        "ioctl",
+        cmd=cmd,
+        flags=getattr(C, f"LO_FLAGS_{flag}"),
+        flags_field="lo_flags",
+        ok=ok,
+        when=when,
+        shown=f"{cmd} {'asking' if not ok else 'with'} LO_FLAGS_{flag}",
+    )
+
+
 def _layers(cmd: str, fd: str | None = None) -> StrategyPath:
     """Overlay layers one parameter each (lowerdir+), as fds or strings; datadir+ as well
     when the request has data-only layers."""
@@ -76,45 +89,18 @@ PATHS: dict[str, dict[str, StrategyPath]] = {
         "loop-configure": StrategyPath(
             marks=(Call("ioctl", cmd="LOOP_CONFIGURE"),),
             needs=(
-                Call(
-                    "ioctl",
-                    cmd="LOOP_CONFIGURE",
-                    flags=C.LO_FLAGS_DIRECT_IO,
-                    flags_field="lo_flags",
-                    ok=False,
-                    when="request.direct_io",
-                    shown="LOOP_CONFIGURE asking LO_FLAGS_DIRECT_IO",
-                ),
-                Call(
-                    "ioctl",
-                    cmd="LOOP_CONFIGURE",
-                    flags=C.LO_FLAGS_AUTOCLEAR,
-                    flags_field="lo_flags",
-                    when="request.autoclear",
-                    shown="LOOP_CONFIGURE with LO_FLAGS_AUTOCLEAR",
-                ),
-                Call(
-                    "ioctl",
-                    cmd="LOOP_CONFIGURE",
-                    flags=C.LO_FLAGS_READ_ONLY,
-                    flags_field="lo_flags",
-                    when="request.read_only",
-                    shown="LOOP_CONFIGURE with LO_FLAGS_READ_ONLY",
-                ),
+                # Direct I/O asked, succeeding or not: the loop driver may refuse it (EINVAL)
+                # for a backing file that cannot do it, and the strategy goes on without.
+                _lo_flag("LOOP_CONFIGURE", "DIRECT_IO", "request.direct_io", ok=False),
+                _lo_flag("LOOP_CONFIGURE", "AUTOCLEAR", "request.autoclear"),
+                _lo_flag("LOOP_CONFIGURE", "READ_ONLY", "request.read_only"),
             ),
         ),
         "set-fd-status": StrategyPath(
             marks=(Call("ioctl", cmd="LOOP_SET_FD"),),
             needs=(
                 Call("ioctl", cmd="LOOP_SET_STATUS64"),
-                Call(
-                    "ioctl",
-                    cmd="LOOP_SET_STATUS64",
-                    flags=C.LO_FLAGS_AUTOCLEAR,
-                    flags_field="lo_flags",
-                    when="request.autoclear",
-                    shown="LOOP_SET_STATUS64 with LO_FLAGS_AUTOCLEAR",
-                ),
+                _lo_flag("LOOP_SET_STATUS64", "AUTOCLEAR", "request.autoclear"),
                 Call("ioctl", cmd="LOOP_SET_DIRECT_IO", ok=False, when="request.direct_io"),
             ),
         ),
