@@ -27,7 +27,7 @@ from mountcompat import _syscalls as sys_
 from mountcompat.fscontext import FsContext
 from mountcompat.listing import find_mount
 from mountcompat.mounts import ATIME_MASK, DetachedMount, MountAttr, check_attrs, ms_flags
-from mountcompat.mounttable import mounts_under, read_mountinfo
+from mountcompat.mounttable import MountEntry, mounts_under, read_mountinfo
 from mountcompat.strategy import Probe, Strategy, feature
 
 
@@ -86,8 +86,9 @@ def _remount(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool) -> 
     its path, so that is the one whose attributes are read (the kernel's answer, not the
     table's order: propagation can tuck a mount under another); a mount point covered by
     another mount cannot be reached by path and is left as it is. Not atomic: another
-    mount can appear between the read and the remounts, and a failure leaves the earlier
-    ones changed."""
+    mount can appear between the read and the remounts; a failure gives the mounts already
+    changed their earlier attributes back, saying so on the error (and which stay changed
+    where that fails too)."""
     real = os.path.realpath(path)
     entries = read_mountinfo()
     top = find_mount(real, entries)
@@ -101,17 +102,45 @@ def _remount(path: Path, set_: MountAttr, clear: MountAttr, recursive: bool) -> 
             if visible is not None and visible.mountpoint == point:
                 targets.append(visible)
     atime_field = MountAttr(ATIME_MASK)
+    done: list[MountEntry] = []
     for entry in targets:
         # The atime mode is one field, as for mount_setattr: kept unless set_ or clear name
-        # it, then set_'s (relatime if it names none). Always passed: a remount keeps the old
-        # mode only when no atime flag at all is given, MS_NODIRATIME included (path_mount,
-        # "The default atime for remount is preservation", 2.6.30), so nodiratime alone
-        # would turn a strictatime or noatime mount into relatime.
+        # it, then set_'s (relatime if it names none).
         current = entry.attrs
         atime = set_ & atime_field if (set_ | clear) & atime_field else current & atime_field
         wanted = (current & ~clear & ~atime_field) | (set_ & ~atime_field) | atime
-        flags = C.MS_BIND | C.MS_REMOUNT | ms_flags(wanted) | (0 if atime else C.MS_RELATIME)
-        sys_.mount(None, entry.mountpoint, None, flags)
+        try:
+            sys_.mount(None, entry.mountpoint, None, _remount_flags(wanted))
+        except OSError as exc:
+            _roll_back(done, exc)
+            raise
+        done.append(entry)
+
+
+def _remount_flags(attrs: MountAttr) -> int:
+    """MS_BIND|MS_REMOUNT giving a mount exactly ``attrs``. The atime mode is always passed: a
+    remount keeps the old mode only when no atime flag at all is given, MS_NODIRATIME
+    included (path_mount, "The default atime for remount is preservation", 2.6.30), so
+    nodiratime alone would turn a strictatime or noatime mount into relatime."""
+    atime = attrs & MountAttr(ATIME_MASK)
+    return C.MS_BIND | C.MS_REMOUNT | ms_flags(attrs) | (0 if atime else C.MS_RELATIME)
+
+
+def _roll_back(done: list[MountEntry], cause: OSError) -> None:
+    """After a remount of a tree failed: give the mounts already changed their earlier
+    attributes back (known from the table read before), newest first, and say on ``cause``
+    what was restored, and exactly which mounts stay changed where a restore failed too."""
+    restored, left = [], []
+    for entry in reversed(done):
+        try:
+            sys_.mount(None, entry.mountpoint, None, _remount_flags(entry.attrs))
+            restored.append(entry.mountpoint)
+        except OSError as exc:
+            left.append(f"{entry.mountpoint} ({exc.strerror})")
+    if restored:
+        cause.add_note(f"mount.attr remount: restored the earlier attributes of {restored}")
+    if left:
+        cause.add_note(f"mount.attr remount: left changed, restoring failed too: {left}")
 
 
 MOUNT_ATTR = feature(
