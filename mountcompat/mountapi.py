@@ -22,7 +22,7 @@ from mountcompat import _syscalls as sys_
 from mountcompat.errors import MountCompatError
 from mountcompat.fscontext import FsContext
 from mountcompat.mounts import AttachedMount, DetachedMount, MountAttr, check_attrs, ms_flags
-from mountcompat.strategy import Probe, Strategy, feature
+from mountcompat.strategy import Probe, Strategy, Unsupported, feature
 
 Options = Mapping[str, str | None]
 
@@ -48,11 +48,23 @@ def _create_excl(ctx: FsContext) -> None:
     """FSCONFIG_CMD_CREATE_EXCL (6.6), which refuses to share an existing superblock (EBUSY,
     "reusing existing filesystem not allowed"). Before 6.6 the command is unknown: EOPNOTSUPP.
     A kernel that has it also answers EOPNOTSUPP for a filesystem still on the legacy mount
-    context, so EOPNOTSUPP is ambiguous and a probe on tmpfs decides: unknown command, then
-    ``create``; known, then this filesystem refuses, and the error is raised rather than
-    quietly sharing a superblock. Preferred because CMD_CREATE can hand back an existing
-    superblock with the new parameters silently ignored."""
-    ctx.create_exclusive()
+    context (btrfs before 6.8, and others), so EOPNOTSUPP is ambiguous and a probe on tmpfs
+    decides: unknown command, then ``create`` for every request; known, then this filesystem
+    cannot refuse to share its superblock, and ``create`` mounts it all the same (every
+    filesystem the kernel can mount is mounted), the record saying that the guarantee of a
+    superblock of its own was given up. Preferred because CMD_CREATE can hand back an
+    existing superblock with the new parameters silently ignored."""
+    try:
+        ctx.create_exclusive()
+    except OSError as exc:
+        if exc.errno == errno.EOPNOTSUPP and CREATE_EXCL_KNOWN.present():
+            raise Unsupported(
+                errno.EOPNOTSUPP,
+                f"{ctx.fstype} is on the legacy mount context, which cannot refuse to share a "
+                "superblock (FSCONFIG_CMD_CREATE_EXCL is known here, refused for it): the "
+                "guarantee of a superblock of its own is given up for it",
+            ) from exc
+        raise
 
 
 def _create(ctx: FsContext) -> None:

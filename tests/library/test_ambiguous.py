@@ -114,13 +114,14 @@ def test_create_excl_unknown_before_6_6_falls_back_to_create(
     assert "FSCONFIG_CMD_CREATE_EXCL (6.6) missing (probed)" in LOG.since(since)[0].message
 
 
-def test_create_excl_refused_by_a_legacy_filesystem_is_not_shared(
+def test_create_excl_refused_by_a_legacy_filesystem_gives_up_the_exclusive_superblock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """6.6 and later answer EOPNOTSUPP for a filesystem still on the legacy mount context (none
     is on this kernel: every type in /proc/filesystems is ported, so a double plays one). The
-    real probe finds CREATE_EXCL known: the refusal is raised, never quietly turned into a
-    CMD_CREATE that could share a superblock."""
+    real probe finds CREATE_EXCL known: the filesystem is mounted all the same with
+    CMD_CREATE (every filesystem the kernel can mount is mounted), and the record of
+    create-excl says which guarantee was given up, for this request only."""
     legacy_fd: list[int] = []
     refuse_fsconfig(
         monkeypatch,
@@ -131,12 +132,16 @@ def test_create_excl_refused_by_a_legacy_filesystem_is_not_shared(
     since = LOG.mark()
     with FsContext.open("tmpfs") as ctx:
         legacy_fd.append(ctx.fileno())
-        with pytest.raises(OSError) as caught:
-            create_superblock(ctx)
-    assert caught.value.errno == errno.EOPNOTSUPP
-    assert "CMD_CREATE_EXCL" in str(caught.value)  # the operation is named
-    assert any("probed present: FSCONFIG_CMD_CREATE_EXCL" in n for n in caught.value.__notes__)
-    assert outcomes("fs.create", since) == [("create-excl", "failed")]
+        create_superblock(ctx)
+        ctx.mount().close()
+    assert outcomes("fs.create", since) == [("create-excl", "unsupported"), ("create", "used")]
+    refusal = LOG.since(since)[0].message
+    assert "legacy mount context" in refusal and "superblock of its own is given up" in refusal
+    legacy_fd.clear()  # the next context (its fd may have the same number) is a ported one
+    with FsContext.open("tmpfs") as ctx:  # not remembered: the next filesystem is asked again
+        create_superblock(ctx)
+        ctx.mount().close()
+    assert outcomes("fs.create", since)[-1] == ("create-excl", "used")
 
 
 # --- overlay.layers ---------------------------------------------------------------------------
