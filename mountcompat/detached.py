@@ -113,4 +113,7 @@ MOUNT_DETACHED = feature(
 def clone_detached(
     source: DetachedMount, recursive: bool = False, force: str | None = None
 ) -> DetachedMount:
+    """A detached clone of the detached ``source``. ``direct`` leaves the source as it was;
+    ``tmpdir`` leaves it unmounted: its fd still reaches the files, but attaching or cloning
+    it again fails with EINVAL (docs/library.md, "Detached clones")."""
     return MOUNT_DETACHED(source, recursive, force=force)

@@ -113,3 +113,27 @@ def test_the_mount_id_choice_is_recorded(tmp_path: Path, monkeypatch: pytest.Mon
         ("fdinfo", "used"),
     ]
     reset_probes()
+
+
+@pytest.mark.parametrize("strategy", ["direct", "tmpdir"])
+def test_what_each_detached_clone_leaves_of_its_source(tmp_path: Path, strategy: str) -> None:
+    """As docs/library.md says: direct leaves the source attachable, tmpdir leaves it
+    unmounted (attach: EINVAL), its files still reachable through its fd."""
+    import errno
+
+    from mountcompat import clone_detached, open_fs
+
+    target = tmp_path / "t"
+    target.mkdir()
+    with open_fs("tmpfs", "mc-source") as source:
+        fd = os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=source.fileno())
+        os.close(fd)
+        clone_detached(source, force=strategy).close()
+        assert os.path.exists(f"/proc/self/fd/{source.fileno()}/f")
+        if strategy == "direct":
+            with source.attach(target):
+                assert (target / "f").exists()
+        else:
+            with pytest.raises(OSError) as caught:
+                source.attach(target).close()
+            assert caught.value.errno == errno.EINVAL
