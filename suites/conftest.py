@@ -41,11 +41,13 @@ def fstype_of(path: Path) -> str:
 @pytest.fixture(scope="session")
 def backing_roots(request: pytest.FixtureRequest) -> Iterator[dict[str, Path]]:
     """One directory per kind of backing filesystem, for the whole session."""
-    tmpfs = Path(tempfile.mkdtemp(prefix="mountcompat-tmpfs."))
+    # Named suites-*, not mountcompat-*: the fault tests count mountcompat-* as the
+    # library's own leftovers, and a suites session starting beside them is not one.
+    tmpfs = Path(tempfile.mkdtemp(prefix="suites-tmpfs."))
     sys_.mount("suites", tmpfs, "tmpfs", 0, "size=512m")
     scratch = Path(request.config.getoption("--mountcompat-scratch"))
     scratch.mkdir(parents=True, exist_ok=True)
-    disk = Path(tempfile.mkdtemp(prefix="mountcompat-disk.", dir=scratch))
+    disk = Path(tempfile.mkdtemp(prefix="suites-disk.", dir=scratch))
     try:
         yield {"tmpfs": tmpfs, "disk": disk}
     finally:
