@@ -95,25 +95,29 @@ def module_text(modules: Path, name: str) -> bytes | None:
 
 def find_strings(vmlinuz: Path, modules: Path, wanted: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """{where: {string: present}}, and ``errors`` naming what could not be read (those
-    strings are then absent from the answer: unknown, never "missing")."""
+    strings are then absent from the answer: unknown, never "missing"). Each file is read
+    and decompressed once, the image too when a module is built into it."""
     found: dict[str, Any] = {"errors": []}
     texts: dict[str, bytes | None] = {}
-    for where, string in wanted:
+
+    def text_of(where: str) -> bytes | None:
         if where not in texts:
             try:
                 text = image_text(vmlinuz) if where == "image" else module_text(modules, where)
+                if text is None:  # not a module here: built into the image, or not built
+                    text = text_of("image")
             except OSError as exc:
                 found["errors"].append(f"{where}: {exc}")
                 text = None
-            if text is None and where != "image":
-                # Not a module here: built into the image, or not built at all.
-                text = image_text(vmlinuz)
+            control = CONTROL.get(where, CONTROL["image"])
+            if text is not None and control not in text:
+                found["errors"].append(f"{where}: no {control!r} in it: not read whole")
+                text = None
             texts[where] = text
-        text = texts[where]
-        control = CONTROL.get(where, CONTROL["image"])
-        if text is not None and control not in text:
-            found["errors"].append(f"{where}: no {control!r} in it: not read whole")
-            texts[where] = text = None
+        return texts[where]
+
+    for where, string in wanted:
+        text = text_of(where)
         if text is not None:
             found.setdefault(where, {})[string] = string.encode() + b"\0" in text
     return found
