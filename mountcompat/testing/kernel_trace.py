@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
 
 TRACEFS = Path("/sys/kernel/tracing")
@@ -202,30 +203,34 @@ def ensure_tracefs() -> Path:
     return TRACEFS
 
 
+def _command_number(syscall: str, cmd: object) -> int | None:
+    """The number the kernel sees for a command the library names (fsconfig's, an ioctl's)."""
+    if cmd is None:
+        return None
+    if syscall == "fsconfig":
+        return next((n for n, name in C.FSCONFIG_NAMES.items() if name == cmd), None)
+    if syscall == "ioctl":
+        number = getattr(C, str(cmd), None)
+        return number if isinstance(number, int) else None
+    return None
+
+
 def confirms(calls: list[KernelCall], noted: dict[str, Any]) -> bool:
     """Whether the kernel saw a call the library noted: the same syscall, command or request
     number, and flags, succeeding where the library says it did."""
-    from mountcompat import _constants as C
-
     syscall = SYSCALLS.get(str(noted.get("call")))
     if syscall is None:
         return True  # not a syscall the kernel's trace can show (a file read)
+    number = _command_number(syscall, noted.get("cmd"))
+    argument = FLAG_ARGUMENT.get(syscall)
+    flags = noted.get("flags")
     for call in calls:
         if call.syscall != syscall:
             continue
         if noted.get("errno") is None and not call.ok:
             continue
-        cmd = noted.get("cmd")
-        if syscall == "fsconfig" and cmd is not None:
-            number = next((n for n, name in C.FSCONFIG_NAMES.items() if name == cmd), None)
-            if call.args.get("cmd") != number:
-                continue
-        if syscall == "ioctl" and cmd is not None:
-            number = getattr(C, str(cmd), None)
-            if number is not None and call.args.get("cmd") != number:
-                continue
-        argument = FLAG_ARGUMENT.get(syscall)
-        flags = noted.get("flags")
+        if number is not None and call.args.get("cmd") != number:
+            continue
         if argument and isinstance(flags, int) and call.args.get(argument, flags) != flags:
             continue
         return True
