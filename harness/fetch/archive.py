@@ -120,11 +120,23 @@ class SuiteIndex:
         return self.matching(name)
 
 
+def archive_keyring() -> Path:
+    return Path(os.environ.get(KEYRING_VAR, KEYRING))
+
+
+def mmdebstrap_keyring() -> list[str]:
+    """The archive keyring named to mmdebstrap outright: on a host that is not Debian (an
+    Ubuntu runner) apt's own trusted keys hold none of Debian's, and mmdebstrap would fail
+    to verify the bookworm it builds from."""
+    keyring = archive_keyring()
+    return [f"--keyring={keyring}"] if keyring.exists() else []
+
+
 def _verify_signature(inrelease: Path) -> str:
     """ "verified" when gpgv accepts InRelease's signature with the archive keyring; why not
     when either is missing (recorded, shown first in the report, an error with
     --require-signatures); a bad signature is a FetchError."""
-    keyring = Path(os.environ.get(KEYRING_VAR, KEYRING))
+    keyring = archive_keyring()
     gpgv = shutil.which("gpgv")
     if gpgv is None:
         return "not verified: gpgv is not installed"

@@ -1,21 +1,38 @@
 """Which Debian mirror to fetch kernels from.
 
 The project never names a mirror itself: the choice is, in order, the environment variable
-``MOUNTCOMPAT_DEBIAN_MIRROR``, the ``mirror:`` key of kernels.yaml, and the first Debian
-archive (not the security archive) named in this host's apt sources.
+``MOUNTCOMPAT_DEBIAN_MIRROR``, the ``mirror:`` key of kernels.yaml, the first Debian archive
+(not the security archive) named in this host's apt sources, and last the default mirror that
+the host's debootstrap gives a Debian suite. That last one is for hosts whose apt sources name
+no Debian archive at all, an Ubuntu CI runner for one: debootstrap is the archive's own tool for
+fetching Debian from anywhere, and its package carries the archive's default mirror, so the
+mirror still comes from the host's own configuration.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import DEBIAN_ALIASES, DEBIAN_CODENAMES, is_mirror_url
-from harness.errors import FetchError
+from harness.errors import FetchError, PrerequisiteError
+from harness.host.prereqs import Tool, ensure_tools
 
 ENV_VAR = "MOUNTCOMPAT_DEBIAN_MIRROR"
+DEBOOTSTRAP = Tool(
+    "debootstrap",
+    "names the Debian archive's default mirror on a host whose apt sources name none",
+    "debootstrap",
+    "debootstrap",
+    "debootstrap",
+)
+# Every suite of one archive shares its mirror; bookworm is the suite the guest roots come from.
+DEFAULT_SUITE = "bookworm"
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,65 @@ def read_host_sources(etc_apt: Path = Path("/etc/apt")) -> list[AptSource]:
     return found
 
 
-def debian_mirror(configured: str | None, etc_apt: Path = Path("/etc/apt")) -> str:
+@dataclass(frozen=True)
+class Debootstrap:
+    """Where debootstrap keeps its per-suite scripts and its own program."""
+
+    scripts: Path = Path("/usr/share/debootstrap/scripts")
+    program: Path = Path("/usr/sbin/debootstrap")
+
+
+_TOP_LEVEL_DEFAULT = re.compile(r"^default_mirror\s+(\S+)\s*$", re.MULTILINE)
+_PROGRAM_DEFAULT = re.compile(r'^DEF_MIRROR="?([^"\s]+)"?\s*$', re.MULTILINE)
+
+
+def debootstrap_default(suite: str, where: Debootstrap) -> str | None:
+    """The mirror debootstrap would fetch ``suite`` from when given none.
+
+    A suite's script may name its own (``default_mirror URL`` at its top level: archived suites
+    do); otherwise debootstrap's ``DEF_MIRROR`` holds, as it does for every current Debian suite."""
+    try:
+        script = (where.scripts / suite).read_text()
+        program = where.program.read_text()
+    except OSError:
+        return None
+    found = _TOP_LEVEL_DEFAULT.search(script) or _PROGRAM_DEFAULT.search(program)
+    if found is None or not found.group(1).startswith(("http://", "https://")):
+        return None
+    return found.group(1).rstrip("/")
+
+
+def _no_mirror(etc_apt: Path, why: str) -> FetchError:
+    return FetchError(
+        f"no Debian mirror found in {etc_apt}/sources.list or sources.list.d/, {why}; "
+        f"set {ENV_VAR}=<mirror URL> or the 'mirror:' key in kernels.yaml"
+    )
+
+
+@functools.cache
+def _debootstrap_mirror(etc_apt: Path, where: Debootstrap) -> str:
+    if not where.program.exists():
+        try:
+            ensure_tools((DEBOOTSTRAP,), lambda message: print(message, file=sys.stderr))
+        except PrerequisiteError as exc:
+            why = f"and debootstrap, whose default would do, is missing: {exc}"
+            raise _no_mirror(etc_apt, why) from exc
+    mirror = debootstrap_default(DEFAULT_SUITE, where)
+    if mirror is None:
+        raise _no_mirror(etc_apt, f"nor a default one for {DEFAULT_SUITE} in {where.scripts}")
+    print(
+        f"the apt sources in {etc_apt} name no Debian archive: using debootstrap's default "
+        f"mirror for {DEFAULT_SUITE}, {mirror}",
+        file=sys.stderr,
+    )
+    return mirror
+
+
+def debian_mirror(
+    configured: str | None,
+    etc_apt: Path = Path("/etc/apt"),
+    debootstrap: Debootstrap = Debootstrap(),
+) -> str:
     """The mirror to use, or a FetchError that says how to name one."""
     from_env = os.environ.get(ENV_VAR)
     if from_env:
@@ -97,7 +172,4 @@ def debian_mirror(configured: str | None, etc_apt: Path = Path("/etc/apt")) -> s
     host = pick_debian_mirror(read_host_sources(etc_apt))
     if host:
         return host
-    raise FetchError(
-        f"no Debian mirror found in {etc_apt}/sources.list or sources.list.d/; "
-        f"set {ENV_VAR}=<mirror URL> or the 'mirror:' key in kernels.yaml"
-    )
+    return _debootstrap_mirror(etc_apt, debootstrap)

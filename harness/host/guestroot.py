@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import PrerequisiteError
-from harness.fetch.archive import DEBIAN_ARCH
+from harness.fetch.archive import DEBIAN_ARCH, mmdebstrap_keyring
 from harness.host.prereqs import Tool, ensure_tools
 
 Say = Callable[[str], None]
@@ -174,6 +174,7 @@ def ensure_root(arch: str, cache: Path, mirror: str, say: Say) -> GuestRoot:
                 "mmdebstrap",
                 f"--arch={DEBIAN_ARCH[arch]}",
                 "--variant=apt",
+                *mmdebstrap_keyring(),
                 f"--include={','.join(PACKAGES)}",
                 SUITE,
                 str(tmp / "root"),

@@ -29,6 +29,8 @@ class Tool:
     arch: str
     alternatives: tuple[str, ...] = ()  # other commands that do as well
     library: bool = False  # ``command`` is a shared library's soname, not a program
+    # The run goes on without it, saying what is lost (``command`` may then be a file's path).
+    optional: bool = False
 
 
 # Everything virtme-ng and the suites call on the host (the guest sees the host's binaries).
@@ -62,6 +64,15 @@ MATRIX_TOOLS = (
     Tool("gpgv", "checks the Debian archive's signature", "gpgv", "gnupg2", "gnupg"),
     Tool("zstd", "decompresses kernel images for the strings they hold", "zstd", "zstd", "zstd"),
     Tool("lz4", "decompresses kernel images for the strings they hold", "lz4", "lz4", "lz4"),
+    Tool(
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+        "verifies the Debian archive's signatures: without it nothing fetched is verified,"
+        " and the report's first screen says so",
+        "debian-archive-keyring",  # Ubuntu has it in universe, as GitHub's runners do
+        "debian-keyring",
+        "debian-archive-keyring",
+        optional=True,
+    ),
 )
 SUITE_TOOLS = (
     Tool(
@@ -167,6 +178,8 @@ def find_library(soname: str) -> str | None:
 
 
 def present(tool: Tool) -> bool:
+    if tool.command.startswith("/"):
+        return Path(tool.command).exists()
     if tool.library:
         return find_library(tool.command) is not None
     return any(find_command(c) is not None for c in (tool.command, *tool.alternatives))
@@ -194,11 +207,19 @@ def can_install(family: str) -> bool:
 
 
 def ensure_tools(tools: Iterable[Tool], say: Say) -> None:
-    """Install (where allowed) or name the packages that provide missing tools."""
+    """Install (where allowed) or name the packages that provide missing tools. An optional
+    tool that cannot be had is said in one line, and the run goes on without it."""
     missing = missing_tools(tools)
-    if not missing:
-        return
+    required = [t for t in missing if not t.optional]
+    optional = [t for t in missing if t.optional]
     family = distro_family(os_release())
+    if required:
+        _ensure_required(required, family, say)
+    for tool in optional:
+        _ensure_optional(tool, family, say)
+
+
+def _ensure_required(missing: list[Tool], family: str, say: Say) -> None:
     names = ", ".join(f"{t.command} ({t.why})" for t in missing)
     if can_install(family):
         apt_install(sorted({t.debian for t in missing}), say)
@@ -210,4 +231,19 @@ def ensure_tools(tools: Iterable[Tool], say: Say) -> None:
     packages = [getattr(t, family, t.debian) if family != "unknown" else t.debian for t in missing]
     raise PrerequisiteError(
         f"missing host tools: {names}.\nInstall them with:\n  {install_command(family, packages)}"
+    )
+
+
+def _ensure_optional(tool: Tool, family: str, say: Say) -> None:
+    package = getattr(tool, family, tool.debian) if family != "unknown" else tool.debian
+    if can_install(family):
+        try:
+            apt_install([tool.debian], say)
+        except PrerequisiteError as exc:
+            say(f"{tool.debian} could not be installed ({str(exc).splitlines()[-1]})")
+        if present(tool):
+            return
+    say(
+        f"going on without {tool.command}, which {tool.why}; "
+        f"to have it: {install_command(family, [package])}"
     )

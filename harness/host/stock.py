@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.fetch.archive import mmdebstrap_keyring
 from harness.fetch.mirror import debian_mirror
 from harness.host.prereqs import Tool, ensure_tools
 
@@ -50,7 +51,15 @@ exec chroot "$ROOT" env -i HOME=/root TERM=dumb LANG=C.UTF-8 \\
 
 def build_root(root: Path, mirror: str) -> None:
     subprocess.run(
-        ["mmdebstrap", "--variant=minbase", f"--include={INCLUDE}", "bookworm", str(root), mirror],
+        [
+            "mmdebstrap",
+            "--variant=minbase",
+            *mmdebstrap_keyring(),
+            f"--include={INCLUDE}",
+            "bookworm",
+            str(root),
+            mirror,
+        ],
         check=True,
     )
     # This machine reaches the registries through its own certificate authority; a machine on
