@@ -18,6 +18,7 @@ from harness.errors import PrerequisiteError
 
 Say = Callable[[str], None]
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+APT_LOCK_WAIT = 600  # seconds
 
 
 @dataclass(frozen=True)
@@ -191,12 +192,15 @@ def missing_tools(tools: Iterable[Tool]) -> list[Tool]:
 
 def apt_install(packages: list[str], say: Say) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    # Another run installing its own prerequisites at the same moment (shards started side by
+    # side on a new machine) holds dpkg's lock for a while: wait for it instead of failing.
+    wait = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT}"]
+    cmd = ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", *packages]
     say(f"installing host packages: {' '.join(packages)}")
     if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode == 0:
         return
     say("apt-get install failed; updating the package lists and trying again")
-    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=False)
+    subprocess.run(["apt-get", *wait, "update", "-q"], env=env, capture_output=True, check=False)
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise PrerequisiteError(f"{' '.join(cmd)} failed:\n{result.stderr.strip()[-2000:]}")

@@ -20,6 +20,7 @@ from harness.report import (
     markdown_summary,
     write_report,
 )
+from harness.report.publish import READER_FILES, publish_site
 from harness.run.exits import matrix_exit
 
 
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         help="exit 1 when a kernel did not complete (a merge of CI shards, say)",
     )
     p.add_argument(
+        "--publish",
+        type=Path,
+        metavar="SITE",
+        help="then copy the report, its data and the files it links (nothing else: no raw "
+        "shards, no lock files) into the new directory SITE, for a web server",
+    )
+    p.add_argument(
         "--browser-check",
         action="store_true",
         help="then open the report in headless Chromium, check it, screenshot it",
@@ -99,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{out / 'report.html'}: {len(matrix['kernels'])} kernels, {totals}")
     if args.summary:
         args.summary.write_text(markdown_summary(matrix))
+    if args.publish:
+        try:
+            copied = publish_site(out, matrix, args.publish)
+        except HarnessError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_status
+        print(
+            f"{args.publish}: the report and the {len(copied) - len(READER_FILES)} files it links"
+        )
     if args.browser_check:
         from harness.report.browser import main as browser_main
 
