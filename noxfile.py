@@ -128,6 +128,14 @@ def check_workflows(session: nox.Session) -> None:
 
 
 @nox.session
+def workflow(session: nox.Session) -> None:
+    """The nightly workflow's jobs run here with act, on a simulated GitHub runner (plan, one
+    x86_64 and one arm64 kernel, merge). Exit 77: the actions' code is not on this machine."""
+    install(session, "workflow")
+    hand_over(session, "-m", "harness.workflow", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Each strategy's speed as a ratio to its fallback, side by side (results/bench.json)."""
     install(session, "bench")
