@@ -49,6 +49,7 @@ RUNNER_IMAGE_TOOLS = (
 )
 # Kept from this session's environment for act: how this machine reaches its registries.
 DROPPED_ENV_PREFIXES = ("MOUNTCOMPAT_", "NOX", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+CACHE_SERVICE = Path("/var/cache/mountcompat-workflow")
 RUNNER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -221,14 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     results = args.results
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
-    cache = Path.home() / ".cache/mountcompat-workflow/actcache"
+    # act's cache service keeps what actions/cache saves between runs, as GitHub's does; the
+    # runner user must reach it, so not under root's home.
+    cache = CACHE_SERVICE
     cache.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="mountcompat-workflow."))
     try:
         say(f"a GitHub-hosted runner simulated in {root}:")
-        say(
-            "  apt sources naming only an Ubuntu archive (a placeholder), in a private mount namespace"
-        )
+        say("  apt sources naming only an Ubuntu archive (a placeholder), in a mount namespace")
         say(f"  the user runner (uid {RUNNER_UID}) with password-less sudo, there only")
         say("  act's artifact and cache servers on 127.0.0.1; the KVM step skipped (if: !env.ACT)")
         runner = make_runner(root, args.checkout)
