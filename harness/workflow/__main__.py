@@ -36,7 +36,7 @@ from harness.workflow import (
     report_artifact,
     say,
 )
-from harness.workflow.runner import Runner, make_runner, overlay_etc
+from harness.workflow.runner import Runner, copy_actions, make_runner, overlay_etc
 
 # What GitHub's Ubuntu image carries already, and what the workflow calls beside the harness.
 RUNNER_IMAGE_TOOLS = (
@@ -233,9 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  the user runner (uid {RUNNER_UID}) with password-less sudo, there only")
         say("  act's artifact and cache servers on 127.0.0.1; the KVM step skipped (if: !env.ACT)")
         runner = make_runner(root, args.checkout)
+        copy_actions(actions_used(load_workflow(args.checkout)), actions, runner)
         (root / "event.json").write_text(json.dumps({"inputs": {"kernels": " ".join(kernels)}}))
         (root / "spec.json").write_text(
-            json.dumps({"act": shutil.which("act"), "actions": str(actions), "cache": str(cache)})
+            json.dumps(
+                {"act": shutil.which("act"), "actions": str(runner.actions), "cache": str(cache)}
+            )
         )
         subprocess.run(["chown", "-R", f"{RUNNER_UID}:{RUNNER_UID}", str(cache)], check=True)
         started = time.monotonic()

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.workflow import RUNNER_UID, UBUNTU_SOURCES, run
+from harness.workflow import RUNNER_UID, UBUNTU_SOURCES, Action, run
 
 # Files of /etc the namespace replaces, each by the runner's version.
 OVERLAID = ("apt", "passwd", "group", "shadow", "sudoers.d")
@@ -35,6 +35,22 @@ class Runner:
     @property
     def artifacts(self) -> Path:
         return self.root / "artifacts"
+
+    @property
+    def actions(self) -> Path:
+        return self.root / "actions"
+
+
+def copy_actions(actions: list[Action], source: Path, runner: Runner) -> None:
+    """The actions' work trees where the runner user can read them (not under root's home),
+    without their build-time node_modules: what runs is the bundled dist/."""
+    for key in sorted({a.key for a in actions}):
+        shutil.copytree(
+            source / key,
+            runner.actions / key,
+            ignore=shutil.ignore_patterns("node_modules", ".git"),
+            symlinks=True,
+        )
 
 
 def make_apt(etc: Path) -> None:
