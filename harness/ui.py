@@ -6,6 +6,7 @@ same story as the live display.
 
 from __future__ import annotations
 
+import os
 import threading
 from types import TracebackType
 
@@ -23,6 +24,9 @@ class MatrixUI:
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
+            # A CI log is read as lines, and a spinner redrawn ten times a second fills it
+            # with frames (act hands the steps a terminal): the plain lines tell it all.
+            disable=not self.console.is_terminal or bool(os.environ.get("GITHUB_ACTIONS")),
         )
         self.tasks: dict[str, TaskID] = {}
         self._lock = threading.Lock()
