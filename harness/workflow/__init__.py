@@ -119,7 +119,6 @@ class JobTimes:
     started: dict[str, float] = field(default_factory=dict)
     ended: dict[str, float] = field(default_factory=dict)
     verdict: dict[str, str] = field(default_factory=dict)
-    skipped_steps: list[str] = field(default_factory=list)
 
     JOB_LINE = re.compile(r"^\[(?P<job>[^\]]+)\]\s*(?P<rest>.*)$")
 
@@ -127,13 +126,11 @@ class JobTimes:
         match = self.JOB_LINE.match(line)
         if match is None:
             return
-        job, rest = match["job"], match["rest"]
+        job, rest = match["job"].strip(), match["rest"]
         self.started.setdefault(job, now)
         if "Job succeeded" in rest or "Job failed" in rest:
             self.ended[job] = now
             self.verdict[job] = "succeeded" if "succeeded" in rest else "failed"
-        if "Skipping step" in rest:
-            self.skipped_steps.append(f"{job}: {rest.split('Skipping step', 1)[1].strip()}")
 
     def lines(self) -> Iterator[str]:
         for job, start in self.started.items():

@@ -246,8 +246,6 @@ def main(argv: list[str] | None = None) -> int:
         say(f"act exited {status} after {time.monotonic() - started:.0f} s; the jobs:")
         for line in times.lines():
             say(line)
-        for skipped in times.skipped_steps:
-            say(f"  skipped: {skipped}")
         site = report_artifact(runner.artifacts, results / "site")
         if site is None:
             say("the merge job left no report artifact")
