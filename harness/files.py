@@ -16,13 +16,30 @@ from typing import Any
 from harness.errors import UnreadableResult
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (setting it to read it back would race
+    with the threads that write files meanwhile)."""
+    try:
+        for line in Path("/proc/thread-self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write beside under a name of its own, then rename: a reader never sees half a file,
-    and two writers of the same file never share a temporary one."""
+    """Write beside under a name of its own, flush it to the disk, then rename: a reader never
+    sees half a file, a crash never leaves a renamed empty one, and two writers of the same
+    file never share a temporary one. The file gets the mode any new file would (the
+    umask's), not mkstemp's 0600: results are meant to be read and published."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
