@@ -21,7 +21,7 @@ import struct
 import sys
 import sysconfig
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from mountcompat import _constants as C
@@ -152,6 +152,25 @@ def note(call: str, err: int | None = None, **detail: Any) -> None:
             last["n"] = last.get("n", 1) + 1
         elif len(frame) < CALL_LIMIT:
             frame.append(dict(entry))
+
+
+def frames() -> list[list[dict[str, Any]] | None]:
+    """This thread's open frames, for a helper thread that works on its behalf to adopt."""
+    return list(_FRAMES.stack)
+
+
+# Called at the start of a helper thread that works on a traced caller's behalf (the suites'
+# kernel witness adds the thread to what the kernel traces).
+HELPER_THREAD_HOOKS: list[Callable[[], None]] = []
+
+
+def adopt_frames(stack: list[list[dict[str, Any]] | None]) -> None:
+    """Note this thread's calls in ``stack``, another thread's frames: the other thread waits
+    for this one meanwhile, so the frames are never written by both at once."""
+    _FRAMES.stack = list(stack)
+    if _tracing[0]:
+        for hook in HELPER_THREAD_HOOKS:
+            hook()
 
 
 def noting() -> bool:

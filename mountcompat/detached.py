@@ -18,6 +18,7 @@ import tempfile
 from mountcompat import _constants as C
 from mountcompat import _syscalls as sys_
 from mountcompat.mounts import DetachedMount
+from mountcompat.scratch import privately
 from mountcompat.strategy import Probe, Strategy, feature
 
 
@@ -36,8 +37,15 @@ def _direct(source: DetachedMount, recursive: bool) -> DetachedMount:
 
 def _tmpdir(source: DetachedMount, recursive: bool) -> DetachedMount:
     """Attach ``source`` to a temporary directory, clone it from there, detach it again (5.2).
-    Needed before 6.15 (EINVAL from ``direct``). The source's fd stays open and keeps its
-    (now unmounted) tree alive until closed; the clone does not depend on it."""
+    Needed before 6.15 (EINVAL from ``direct``). The attach happens in a private mount
+    namespace of a helper thread (mountcompat.scratch), so no other process, nor a peer
+    namespace, ever sees the source mounted. The source's fd stays open and keeps its (now
+    unmounted) tree alive until closed; the clone does not depend on it."""
+    return _clone_through_scratch(source, recursive)
+
+
+@privately
+def _clone_through_scratch(source: DetachedMount, recursive: bool) -> DetachedMount:
     scratch = tempfile.mkdtemp(prefix="mountcompat-detached.")
     try:
         sys_.move_mount(source.fileno(), "", C.AT_FDCWD, scratch, C.MOVE_MOUNT_F_EMPTY_PATH)

@@ -45,6 +45,7 @@ from mountcompat.errors import OverlayOptionsTooLong
 from mountcompat.fscontext import FsContext
 from mountcompat.mountapi import create_superblock, fsmount_attributes_known
 from mountcompat.mounts import AttachedMount, MountAttr, check_attrs, ms_flags
+from mountcompat.scratch import privately
 from mountcompat.strategy import Probe, Strategy, Unsupported, feature
 
 
@@ -272,6 +273,11 @@ def _scratch_spec(base: Path, data: bool, comma: bool) -> OverlaySpec:
     )
 
 
+# The probes' scratch tmpfs and overlay are mounted in a private namespace of a helper
+# thread (mountcompat.scratch): no other process, nor a peer namespace, sees them.
+
+
+@privately
 def _context_works(fill: Filler, data: bool, comma: bool) -> bool:
     """Filled as the strategy fills it, up to CMD_CREATE and no further: the superblock is
     never mounted and goes with the context."""
@@ -289,6 +295,7 @@ def _context_works(fill: Filler, data: bool, comma: bool) -> bool:
     return True
 
 
+@privately
 def _mount2_works(data: bool, comma: bool) -> bool:
     with _scratch_tmpfs() as base:
         spec = _scratch_spec(base, data, comma)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,19 @@ class KernelWitness:
         # Read as a pipe, which consumes what it gives: emptying the buffer by truncating
         # ``trace`` resets the ring buffer, 16 ms a time on the host.
         self._pipe = os.open(instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        sys_.HELPER_THREAD_HOOKS.append(self.add_helper_thread)
+
+    def add_helper_thread(self) -> None:
+        """Trace the calling thread too: the library's helper thread that works for a traced
+        caller (mountcompat.scratch). Appended (no O_TRUNC), so the process stays traced; the
+        kernel applies the new list to the running thread at once."""
+        # os.open, not open(..., "a"): Python seeks to the end of a file opened to append,
+        # and tracefs files refuse the seek (EINVAL).
+        fd = os.open(self.instance / "set_event_pid", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            os.write(fd, f"{threading.get_native_id()}\n".encode())
+        finally:
+            os.close(fd)
 
     @classmethod
     def start(cls, pid: int | None = None) -> KernelWitness | str:
@@ -179,6 +193,8 @@ class KernelWitness:
         return parse_trace(self._drain().decode(errors="replace"), self.bases)
 
     def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            sys_.HELPER_THREAD_HOOKS.remove(self.add_helper_thread)
         with contextlib.suppress(OSError):
             os.close(self._pipe)
         with contextlib.suppress(OSError):
