@@ -39,19 +39,26 @@ def _tmpdir(source: DetachedMount, recursive: bool) -> DetachedMount:
     """Attach ``source`` to a temporary directory, clone it from there, detach it again (5.2).
     Needed before 6.15 (EINVAL from ``direct``). The attach happens in a private mount
     namespace of a helper thread (mountcompat.scratch), so no other process, nor a peer
-    namespace, ever sees the source mounted. The source's fd stays open and keeps its (now
-    unmounted) tree alive until closed; the clone does not depend on it."""
-    return _clone_through_scratch(source, recursive)
-
-
-@privately
-def _clone_through_scratch(source: DetachedMount, recursive: bool) -> DetachedMount:
+    namespace, ever sees the source mounted; the directory is an empty one in the caller's
+    view, removed afterwards. The source's fd stays open and keeps its (now unmounted) tree
+    alive until closed; the clone does not depend on it."""
     scratch = tempfile.mkdtemp(prefix="mountcompat-detached.")
     try:
-        sys_.move_mount(source.fileno(), "", C.AT_FDCWD, scratch, C.MOVE_MOUNT_F_EMPTY_PATH)
+        clone = _clone_through(scratch, source, recursive)
     except BaseException:
         os.rmdir(scratch)
         raise
+    try:
+        os.rmdir(scratch)
+    except BaseException:
+        clone.close()  # the caller never gets it: it must not stay open
+        raise
+    return clone
+
+
+@privately
+def _clone_through(scratch: str, source: DetachedMount, recursive: bool) -> DetachedMount:
+    sys_.move_mount(source.fileno(), "", C.AT_FDCWD, scratch, C.MOVE_MOUNT_F_EMPTY_PATH)
     try:
         clone = DetachedMount(sys_.open_tree(C.AT_FDCWD, scratch, _clone_flags(recursive)))
     except BaseException as exc:
@@ -66,20 +73,22 @@ def _clone_through_scratch(source: DetachedMount, recursive: bool) -> DetachedMo
 
 
 def _leave_scratch(scratch: str, cause: BaseException | None = None) -> None:
-    """Detach the source from ``scratch`` and remove the directory. If the detach fails the
-    source is still mounted there: the directory is left as it is (emptying it would delete
-    the source's files) and the error says where. With ``cause`` (an earlier failure, the
-    one raised), a failing detach is noted on it."""
+    """Detach the source from ``scratch``, so that it is unmounted when the caller gets the
+    clone (not whenever the helper thread's namespace is torn down). If the detach fails the
+    source goes with that namespace, and the error says so. With ``cause`` (an earlier
+    failure, the one raised), a failing detach is noted on it."""
     try:
         sys_.umount2(scratch, C.MNT_DETACH)
     except OSError as exc:
-        where = f"mount.detached: the source stays mounted on {scratch}"
+        what = (
+            "mount.detached: the source could not be detached from its scratch directory; "
+            "it remains mounted only in the helper thread's private namespace, which goes with "
+            "the thread"
+        )
         if cause is None:
-            exc.add_note(where)
+            exc.add_note(what)
             raise
-        cause.add_note(f"{where} (detaching it failed too: {exc})")
-        return
-    os.rmdir(scratch)
+        cause.add_note(f"{what} (detaching it failed too: {exc})")
 
 
 def _clones_detached_mounts() -> bool:
