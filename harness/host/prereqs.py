@@ -232,14 +232,19 @@ def _ensure_required(missing: list[Tool], family: str, say: Say) -> None:
             return
         names = ", ".join(t.command for t in still)
         raise PrerequisiteError(f"still missing after installing: {names}")
-    packages = [getattr(t, family, t.debian) if family != "unknown" else t.debian for t in missing]
+    packages = [package_for(t, family) for t in missing]
     raise PrerequisiteError(
         f"missing host tools: {names}.\nInstall them with:\n  {install_command(family, packages)}"
     )
 
 
+def package_for(tool: Tool, family: str) -> str:
+    """The tool's package in the host's family of distributions (Debian's name if unknown)."""
+    return str(getattr(tool, family, tool.debian)) if family != "unknown" else tool.debian
+
+
 def _ensure_optional(tool: Tool, family: str, say: Say) -> None:
-    package = getattr(tool, family, tool.debian) if family != "unknown" else tool.debian
+    package = package_for(tool, family)
     if can_install(family):
         try:
             apt_install([tool.debian], say)

