@@ -88,7 +88,7 @@ def test_each_jobs_time_and_verdict_from_acts_lines() -> None:
 
 
 def test_the_report_artifact_unpacked(tmp_path: Path) -> None:
-    """act's artifact server keeps a v4 upload as a zip in the run's folder."""
+    """act's artifact server keeps an upload as a zip in a folder named after it."""
     store = tmp_path / "artifacts/1/report"
     store.mkdir(parents=True)
     with zipfile.ZipFile(store / "report.zip", "w") as archive:
@@ -99,3 +99,5 @@ def test_the_report_artifact_unpacked(tmp_path: Path) -> None:
     assert (site / "report.html").read_text() == "<html></html>"
     assert (site / "shards/results-x/pytest.log").read_text() == "log"
     assert report_artifact(tmp_path / "none", tmp_path / "site2") is None
+    (tmp_path / "artifacts/1/results-x").mkdir()  # another artifact is not the report
+    assert report_artifact(tmp_path / "artifacts", tmp_path / "site3") is not None

@@ -83,25 +83,41 @@ def spy_on(
     monkeypatch.setattr(sys_, name, spy)
 
 
+class Views:
+    """At each look: the scratch mounts under ``shared`` in the peer's namespace, in this
+    process's (its main thread's, /proc/self), and in the calling thread's own (the helper's,
+    /proc/thread-self), where they must be: that proves each look came while one existed."""
+
+    def __init__(self, shared: Path, peer: int) -> None:
+        self.shared, self.peer = shared, peer
+        self.seen: list[tuple[list[str], list[str], int]] = []
+
+    def look(self) -> None:
+        self.seen.append(
+            (
+                mountpoints(self.peer, self.shared),
+                mountpoints("self", self.shared),
+                len(mountpoints("thread-self", self.shared)),
+            )
+        )
+
+
 def test_the_tmpdir_clone_is_never_seen_by_a_peer(
     shared_with_peer: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shared, peer = shared_with_peer
     monkeypatch.setattr(tempfile, "tempdir", str(shared))
-    seen: list[tuple[list[str], list[str]]] = []
-    # open_tree runs while the source is attached at its scratch directory.
-    spy_on(
-        monkeypatch,
-        "open_tree",
-        lambda: seen.append((mountpoints(peer, shared), mountpoints("self", shared))),
-    )
+    views = Views(shared, peer)
+    # The clone of the scratch directory, while the source is attached there. A library that
+    # took another way under this name (a direct clone of the fd) never makes it.
+    spy_on(monkeypatch, "open_tree", views.look, lambda _fd, path, *a: str(shared) in str(path))
     with (
         open_fs("tmpfs", "source") as source,
         detached.clone_detached(source, force="tmpdir") as clone,
     ):
         assert clone.fileno() >= 0
-    assert seen, "the tmpdir way never ran"
-    assert seen == [([], [])], f"the scratch mount was seen (peer, here): {seen}"
+    assert views.seen, "the tmpdir way never ran"
+    assert views.seen == [([], [], 1)], f"seen (peer, here, by the helper): {views.seen}"
     assert [p.name for p in shared.iterdir()] == []
 
 
@@ -110,16 +126,11 @@ def test_the_overlay_probes_scratch_is_never_seen_by_a_peer(
 ) -> None:
     shared, peer = shared_with_peer
     monkeypatch.setattr(tempfile, "tempdir", str(shared))
-    seen: list[tuple[list[str], list[str]]] = []
-
-    def look() -> None:
-        seen.append((mountpoints(peer, shared), mountpoints("self", shared)))
-
+    views = Views(shared, peer)
     # fsopen("overlay") and mount(..., "overlay") run while the scratch tmpfs is mounted.
-    spy_on(monkeypatch, "fsopen", look, lambda fstype, *a: fstype == "overlay")
-    spy_on(monkeypatch, "mount", look, lambda _s, _t, fstype=None, *a: fstype == "overlay")
+    spy_on(monkeypatch, "fsopen", views.look, lambda fstype, *a: fstype == "overlay")
+    spy_on(monkeypatch, "mount", views.look, lambda _s, _t, fstype=None, *a: fstype == "overlay")
     overlay._context_works(overlay._fill_lowerdir_string, data=False, comma=False)
     overlay._mount2_works(data=False, comma=False)
-    assert len(seen) == 2, "a probe never reached the kernel"
-    assert seen == [([], []), ([], [])], f"a probe's scratch mount was seen: {seen}"
+    assert views.seen == [([], [], 1), ([], [], 1)], f"seen: {views.seen}"
     assert [p.name for p in shared.iterdir()] == []
