@@ -55,3 +55,17 @@ class UsageError(HarnessError):
     """A command-line value or a path the run cannot use, found before anything boots."""
 
     exit_status = 2
+
+
+class DiskFull(HarnessError):
+    """A result could not be written for want of space (ENOSPC, or EDQUOT over a quota).
+    Writes are atomic, so whatever was written before is whole; the run stops and says
+    which file it could not write."""
+
+    exit_status = 1
+
+    def __init__(self, path: object, err: int) -> None:
+        import os
+
+        self.path = str(path)
+        super().__init__(f"{path}: cannot write it: {os.strerror(err)}")

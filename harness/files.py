@@ -5,6 +5,7 @@ be there and whole, whose damage is named)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UnreadableResult
+from harness.errors import DiskFull, UnreadableResult
 
 
 def current_umask() -> int:
@@ -33,7 +34,10 @@ def write_bytes(path: Path, data: bytes) -> None:
     sees half a file, a crash never leaves a renamed empty one, and two writers of the same
     file never share a temporary one. The file gets the mode any new file would (the
     umask's), not mkstemp's 0600: results are meant to be read and published."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _named(exc, path) from exc
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
@@ -41,10 +45,20 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _named(exc, path) from exc
         raise
+
+
+def _named(exc: OSError, path: Path) -> Exception:
+    """A full disk is a condition of the run, said in one line; other errors stay as they
+    are."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(path, exc.errno)
+    return exc
 
 
 def write_text(path: Path, text: str) -> None:

@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     results: Path = args.results.resolve()
     results.mkdir(parents=True, exist_ok=True)
     store = ResultStore(results, new_run_id())
+    store.open()
     staged = store.stage(NAME)
     status, seconds = run_pytest(staged, args.pytest_args)
     record = write_column(staged, status, seconds, args.pytest_args, store.run_id)

@@ -8,11 +8,12 @@ interrupted run still leaves everything it collected, and a report of it.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,10 @@ from typing import Any
 from rich.markup import escape
 
 from harness.config import KernelSpec, MatrixConfig, memory_mib
-from harness.errors import FetchError, UsageError
+from harness.errors import DiskFull, FetchError, UsageError
 from harness.fetch.download import TRANSFERS
 from harness.fetch.mirror import debian_mirror
-from harness.files import write_json
+from harness.files import write_bytes, write_json
 from harness.host.bytecode import warm
 from harness.host.facts import HostFacts, first_line, prepare_host
 from harness.host.guestroot import QEMU_SYSTEM, ensure_root, host_arch
@@ -36,7 +37,9 @@ from harness.run.results import ResultStore, check_writable, exclusive, new_run_
 from harness.ui import MatrixUI
 
 REPO = Path(__file__).resolve().parent.parent.parent
-EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# SIGHUP is a closed terminal or a dropped ssh session: an unattended run stops as on SIGTERM
+# (the guests run in a session of their own and would not get it).
+EXIT_SIGNAL: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 
 
 @dataclass
@@ -109,6 +112,7 @@ class MatrixRun:
         self.store = ResultStore(options.results, new_run_id())
         self.kernels: list[KernelRun] = []
         self.facts: HostFacts | None = None
+        self.disk_full: DiskFull | None = None
         self._preparing = True  # host preparation and fetching: a signal interrupts them
         self.bytecode_seconds: float | None = None
         self.phases: dict[str, float] = {}
@@ -125,6 +129,8 @@ class MatrixRun:
             return  # already stopping: the report is being written
         self.signal = signum
         self.stop.set()
+        if signum == signal.SIGHUP:
+            detach_dead_terminal()
         self.ui.say(
             f"[yellow]{signal.Signals(signum).name}: stopping the guests, keeping the "
             "results[/yellow]"
@@ -134,13 +140,16 @@ class MatrixRun:
             raise KeyboardInterrupt
 
     def _install_handlers(self) -> dict[int, Any]:
-        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return {s: signal.signal(s, self._on_signal) for s in EXIT_SIGNAL}
 
     # --- the run ---------------------------------------------------------------------------
     def run(self) -> int:
         options = self.options
         check_inputs(options)
         with exclusive(options.results):
+            self.store.open()
+            for line in self.store.recover_stale():
+                self.ui.say(f"[yellow]{escape(line)}[/yellow]")
             previous = self._install_handlers()
             try:
                 return self._run()
@@ -151,9 +160,9 @@ class MatrixRun:
     def _run(self) -> int:
         options = self.options
         started = time.monotonic()
-        keep_previous(options.results)
         matrix: dict[str, Any] | None = None
         try:
+            keep_previous(options.results)
             self.facts = prepare_host(
                 options.cache, options.config.mirror, options.accel, self.ui.say
             )
@@ -171,20 +180,43 @@ class MatrixRun:
             self.phases["booted"] = round(time.monotonic() - started, 1)
         except KeyboardInterrupt:
             self.stop.set()
+        except DiskFull as exc:
+            self._disk_full(exc)
         finally:
             self._preparing = False
             self.stop.set()
             for kernel in self.kernels:
                 if not kernel.ended:
-                    kernel.end("interrupted", "the run stopped first")
-            self.store.clean()
-            self.write_run(time.monotonic() - started)
+                    with self._space():
+                        kernel.end("interrupted", "the run stopped first")
+            if self.disk_full is None:
+                # With the disk full, a kernel's staged results may not have been committed:
+                # they stay, and the next run moves them under attempts/.
+                self.store.clean()
+            with self._space():
+                self.write_run(time.monotonic() - started)
             matrix = self.write_report()
             # Seconds from the run's start: host and kernels ready (before the first boot),
             # every guest done, and the report written (also in run.json of the next write).
             self.phases["reported"] = round(time.monotonic() - started, 1)
-            self.write_run(time.monotonic() - started)
+            with self._space():
+                self.write_run(time.monotonic() - started)
+        if self.disk_full is not None:
+            raise self.disk_full
         return self.exit_status(matrix)
+
+    def _disk_full(self, exc: DiskFull) -> None:
+        """The first write that found the disk full stops the run; it is what the run says."""
+        if self.disk_full is None:
+            self.disk_full = exc
+        self.stop.set()
+
+    @contextlib.contextmanager
+    def _space(self) -> Iterator[None]:
+        try:
+            yield
+        except DiskFull as exc:
+            self._disk_full(exc)
 
     def _context(self, facts: HostFacts) -> RunContext:
         options = self.options
@@ -237,13 +269,25 @@ class MatrixRun:
             # A signal sets the stop event; the guests watch it and end within seconds, and
             # the pool's exit waits for them.
             while not all(f.done() for f in futures):
+                for f in futures:
+                    if f.done() and isinstance(f.exception(), DiskFull):
+                        self.stop.set()  # the others' results have nowhere to go either
                 time.sleep(0.2)
+        for f in futures:
+            if (exc := f.exception()) is not None:
+                if isinstance(exc, DiskFull):
+                    self._disk_full(exc)
+                else:
+                    raise exc
 
     def write_report(self) -> dict[str, Any] | None:
         from harness.report import write_report
 
         try:
             matrix = write_report([self.options.results], self.options.results)
+        except DiskFull as exc:
+            self._disk_full(exc)
+            return None
         except Exception as exc:  # the results are on disk; nox -s report can retry
             self.ui.say(f"[red]could not write the report[/red]: {exc!r}")
             return None
@@ -282,11 +326,27 @@ class MatrixRun:
         write_json(self.options.results / "run.json", run)
 
 
+def detach_dead_terminal() -> None:
+    """After a hangup, writes to the terminal fail with EIO: every line the run still has to
+    say (stopping, the report) would raise instead. Like nohup, send standard output and
+    error to /dev/null where they can no longer be written; a log file or pipe stays."""
+    for fd in (1, 2):
+        try:
+            os.write(fd, b"")
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+
+
 def keep_previous(results: Path) -> None:
-    """The last run's matrix becomes the baseline the report compares with."""
-    current = results / "matrix.json"
-    if current.exists():
-        shutil.copyfile(current, results / "previous-matrix.json")
+    """The last run's matrix becomes the baseline the report compares with: written whole or
+    not at all (a copy cut short by a full disk would be a baseline of broken JSON)."""
+    try:
+        current = (results / "matrix.json").read_bytes()
+    except FileNotFoundError:
+        return
+    write_bytes(results / "previous-matrix.json", current)
 
 
 def library_features() -> list[dict[str, Any]]:

@@ -7,6 +7,10 @@ another. A kernel whose run was interrupted, or whose packages could not be fetc
 produce a verdict: it leaves the last finished results in place, and its own evidence goes to
 ``results/attempts/<kernel>/<run id>`` (the last few are kept); only where there are no
 earlier results does it take their place, so that something says what happened.
+
+A run holds a lock on its staging directory while it lives. Staging that no live run holds
+was left by a run that died before it could commit (SIGKILL, a crash, a power cut): a later
+run moves it under ``attempts/`` and says so, and never deletes it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from harness.errors import UsageError
 STAGING = ".staging"
 ATTEMPTS = "attempts"
 KEPT_ATTEMPTS = 3
+# A kernel's results take 1-2 MiB (its pytest log most of it), the report and matrix a few:
+# less than this is a disk that will fill during the run.
+MIN_FREE_BYTES = 16 * 2**20
 # Statuses that are no verdict on the kernel: earlier results stay in place.
 KEEP_EARLIER = frozenset({"interrupted", "fetch-failed"})
 _RENAME_EXCHANGE = 2
@@ -63,6 +70,47 @@ class ResultStore:
         self.root = root
         self.run_id = run_id
         self.staging = root / STAGING / run_id
+        self._held: int | None = None
+
+    def open(self) -> None:
+        """Make this run's staging directory and hold it for the run's life."""
+        while self._held is None:
+            self.staging.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            # A recovering run may hold it for an instant (it found it empty and unheld, and
+            # removes it): wait, and make it again if it went.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, self.staging):
+                self._held = fd
+            else:
+                os.close(fd)
+
+    def recover_stale(self) -> list[str]:
+        """Move every staging directory that no live run holds under ``attempts/``; one line
+        per stale run, saying where its kernels went."""
+        lines = []
+        for stale in sorted((self.root / STAGING).glob("*")):
+            if stale == self.staging or not stale.is_dir():
+                continue
+            fd = _hold(stale)
+            if fd is None:
+                continue  # a live run's (a host column written beside a matrix)
+            try:
+                moved = [self._keep_stale(stale.name, kernel) for kernel in _kernels_in(stale)]
+                with contextlib.suppress(OSError):
+                    stale.rmdir()
+            finally:
+                os.close(fd)
+            where = ", ".join(str(p.relative_to(self.root)) for p in moved) or "nothing in it"
+            lines.append(f"run {stale.name} ended without committing its results: moved {where}")
+        return lines
+
+    def _keep_stale(self, run_id: str, kernel: Path) -> Path:
+        where = self.root / ATTEMPTS / kernel.name
+        where.mkdir(parents=True, exist_ok=True)
+        kept = where / run_id
+        os.rename(kernel, kept)
+        return kept
 
     def final(self, name: str) -> Path:
         return self.root / name
@@ -99,6 +147,33 @@ class ResultStore:
         shutil.rmtree(self.staging, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.staging.parent.rmdir()
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
+
+
+def _hold(directory: Path) -> int | None:
+    """A descriptor holding an exclusive lock on ``directory``, or None if another holds it."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        there = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _kernels_in(staging: Path) -> list[Path]:
+    return sorted(p for p in staging.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def check_writable(root: Path) -> None:
@@ -113,6 +188,17 @@ def check_writable(root: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UsageError(f"--results {root}: cannot write there ({exc.strerror})") from exc
+    free = _free_bytes(root)
+    if free < MIN_FREE_BYTES:
+        raise UsageError(
+            f"--results {root}: {free // 1024} KiB free there; a run needs at least "
+            f"{MIN_FREE_BYTES // 2**20} MiB"
+        )
+
+
+def _free_bytes(root: Path) -> int:
+    st = os.statvfs(root)
+    return st.f_bavail * st.f_frsize
 
 
 @contextlib.contextmanager

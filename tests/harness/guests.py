@@ -46,18 +46,30 @@ def _is_vm_stack(argv: list[str]) -> bool:
     )
 
 
-def our_processes(tag: str) -> list[str]:
-    """qemu, virtiofsd or vng processes of this test's guests still alive (their command
-    lines name the guest, which carries the test's tag). Zombies have no command line."""
-    found = []
+def _vm_stack(tag: str) -> dict[int, str]:
+    found = {}
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             argv = cmdline.read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
         if argv[0] and _is_vm_stack(argv) and tag in " ".join(argv):
-            found.append(" ".join(argv)[:300])
+            found[int(cmdline.parent.name)] = " ".join(argv)[:300]
     return found
+
+
+def our_processes(tag: str) -> list[str]:
+    """qemu, virtiofsd or vng processes of this test's guests still alive (their command
+    lines name the guest, which carries the test's tag). Zombies have no command line."""
+    return list(_vm_stack(tag).values())
+
+
+def our_pids(tag: str) -> list[int]:
+    return list(_vm_stack(tag))
+
+
+def our_pids_and_lines(tag: str) -> list[tuple[int, str]]:
+    return list(_vm_stack(tag).items())
 
 
 def wait_for_guest(tag: str, proc: subprocess.Popen[str], seconds: float = 300) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from guests import (
     SMALL_SUITE,
     fetch_kernel,
     gone_within,
+    harness,
+    our_pids,
+    our_processes,
     status,
     wait_for_guest,
     write_config,
@@ -111,6 +115,93 @@ def test_a_signal_to_nox_stops_the_guests_and_keeps_the_evidence(
     assert columns[f"first-{tag}"]["this_run"] == "interrupted"
     assert "earlier run" in (results / "report.html").read_text()
     assert (results / "report.html").stat().st_mtime > time.time() - 60
+
+
+def nox_matrix_on_terminal(config: Path, results: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``nox -s matrix`` as a login shell would start it: the leader of a session whose
+    controlling terminal is a fresh pty. Closing the returned master hangs the terminal up,
+    as a closed terminal window or a dropped ssh connection does."""
+    master, slave = os.openpty()
+    # util-linux's setsid execs in place (its caller leads no group): a new session, whose
+    # controlling terminal becomes the pty on its standard input.
+    nox = [sys.executable, "-m", "nox", "-s", "matrix", "--", "--config", str(config)]
+    proc = subprocess.Popen(
+        ["setsid", "--ctty", *nox, "--results", str(results), "--jobs", "1", "--", *SMALL_SUITE],
+        cwd=REPO,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "NOX"))},
+    )
+    os.close(slave)
+    return proc, master
+
+
+def drain(master: int, seconds: float) -> bytes:
+    out = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                out += os.read(master, 65536)
+            except OSError:
+                break
+    return out
+
+
+def test_a_closed_terminal_stops_the_guests_and_keeps_the_evidence(
+    tmp_path: Path, kernel: KernelTree
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"first": ""})
+    proc, master = nox_matrix_on_terminal(config, results)
+    try:
+        deadline = time.monotonic() + 300
+        seen = b""
+        while not any(p.split(" ")[0].endswith("/qemu-system-x86_64") for p in our_processes(tag)):
+            assert proc.poll() is None and time.monotonic() < deadline, seen.decode()
+            seen += drain(master, 0.5)
+        seen += drain(master, 2)
+    finally:
+        os.close(master)  # the hangup: SIGHUP to the session
+    hung_up = time.monotonic()
+    proc.wait(timeout=60)
+    assert gone_within(tag, 15) == [], "the VM stack outlived the hangup"
+    assert time.monotonic() - hung_up < 30
+    assert proc.returncode == 129, seen.decode()
+    assert status(results, f"first-{tag}")["status"] == "interrupted"
+    assert (results / f"first-{tag}" / "console.log").stat().st_size > 0
+    assert not (results / ".staging").exists(), "the results stayed stranded in staging"
+    assert json.loads((results / "matrix.json").read_text())["kernels"][0]["this_run"] == (
+        "interrupted"
+    )
+
+
+def test_staging_of_a_run_that_died_is_found_and_kept(tmp_path: Path, kernel: KernelTree) -> None:
+    """A run killed outright (SIGKILL: no handler runs) leaves its staging behind; the next
+    run says so and moves it under attempts/, whole."""
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"first": ""})
+    proc = harness(config, results)
+    wait_for_guest(f"first-{tag}", proc)
+    time.sleep(2)
+    (stranded,) = (results / ".staging").iterdir()
+    files = sorted(p.name for p in (stranded / f"first-{tag}").iterdir())
+    proc.kill()
+    proc.communicate(timeout=60)
+    for pid in our_pids(tag):  # what SIGKILL left of the guest: not the point here
+        os.kill(pid, signal.SIGKILL)
+    assert gone_within(tag, 15) == []
+    again = harness(config, results)
+    out, _ = again.communicate(timeout=600)
+    assert f"run {stranded.name} ended without committing its results" in out, out
+    kept = results / "attempts" / f"first-{tag}" / stranded.name
+    assert sorted(p.name for p in kept.iterdir()) >= files, out
+    assert not (results / ".staging").exists()
+    assert status(results, f"first-{tag}")["status"] == "ok", out
 
 
 def test_a_configuration_error_exits_2_through_nox(tmp_path: Path) -> None:
