@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -104,6 +104,79 @@ def end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None
     proc.wait()
 
 
+class StackWatch:
+    """The guest's stack beside vng: QEMU and the virtiofsd daemons that serve its
+    filesystems. A virtiofsd that dies leaves QEMU running and the guest waiting forever on
+    its next file access; only QEMU's own end (the guest powered off, after which vng stops
+    the daemons) is an orderly one. So a daemon gone while QEMU still runs ends the guest."""
+
+    SCAN_EVERY = 1.0
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.seen: dict[int, str] = {}  # pid -> what it is
+        self._next = 0.0
+
+    def died(self) -> str | None:
+        """What died, as "virtiofsd (pid N)", once a daemon is gone while QEMU lives."""
+        now = time.monotonic()
+        if now < self._next:
+            return None
+        self._next = now + self.SCAN_EVERY
+        alive = _stack_members(self.pgid)
+        self.seen.update(alive)
+        qemu = [pid for pid, role in alive.items() if role == "qemu"]
+        gone = [pid for pid, role in self.seen.items() if role != "qemu" and pid not in alive]
+        # QEMU looked again after the daemon was found gone: in an orderly end it went first.
+        if gone and qemu and any(_running(pid) for pid in qemu):
+            pid = gone[0]
+            return f"{self.seen[pid]} (pid {pid})"
+        return None
+
+
+def _role(argv: list[str]) -> str | None:
+    if Path(argv[0]).name.startswith("qemu-system"):
+        return "qemu"
+    # Also when run through its own loader: "ld-linux... --library-path DIR .../virtiofsd".
+    if any(Path(a).name == "virtiofsd" for a in argv[:5] if not a.startswith("-")):
+        return "virtiofsd"
+    return None
+
+
+def _stack_members(pgid: int) -> dict[int, str]:
+    members = {}
+    for pid, fields in _group(pgid):
+        if fields[0] == "Z":
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        role = _role([os.fsdecode(a) for a in argv])
+        if role is not None:
+            members[pid] = role
+    return members
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _group(pgid: int) -> Iterator[tuple[int, list[str]]]:
+    """Each process of the group with its /proc stat fields after the command name."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            yield int(stat.parent.name), fields
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -115,14 +188,7 @@ def group_alive(pgid: int) -> bool:
 
 
 def _only_zombies(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return False
-    return True
+    return all(fields[0] == "Z" for _, fields in _group(pgid))
 
 
 def classify(
@@ -134,9 +200,14 @@ def classify(
     returncode: int | None,
     timeout: float,
     boot_stalled: float | None = None,
+    died: str | None = None,
 ) -> tuple[str, str]:
     if panicked:
         return "panic", "the kernel panicked"
+    if died is not None:
+        if (results / "guest-started.json").exists():
+            return "incomplete", f"{died} died while the guest ran"
+        return "boot-failed", f"{died} died while the guest booted"
     if boot_stalled is not None:
         return "boot-failed", f"the guest's command did not start within {boot_stalled:.0f} s"
     if timed_out:
@@ -165,6 +236,7 @@ def run_guest(
     started = time.monotonic()
     timed_out = interrupted = False
     boot_stalled: float | None = None
+    died: str | None = None
     with (results / "console.log").open("w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             command,
@@ -176,6 +248,7 @@ def run_guest(
         )
         assert proc.stdout is not None
         watcher = ConsoleWatcher(proc.stdout, log, on_line)
+        stack = StackWatch(proc.pid)
         try:
             while proc.poll() is None:
                 now = time.monotonic()
@@ -190,6 +263,8 @@ def run_guest(
                     break
                 if watcher.panic_at is not None and now - watcher.panic_at > PANIC_GRACE:
                     break
+                if (died := stack.died()) is not None:
+                    break
                 time.sleep(0.2)
         finally:
             end_process_group(proc)
@@ -203,6 +278,7 @@ def run_guest(
         returncode=proc.returncode,
         timeout=timeout,
         boot_stalled=boot_stalled,
+        died=died,
     )
     if panicked:
         evidence = watcher.panic_lines
