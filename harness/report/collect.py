@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from xml.etree import ElementTree
 
 from harness.errors import UnreadableResult
+from harness.evidence import bounded
 from harness.files import load_json_object, read_json_object
 from harness.run.expectations import Expectations, KernelFacts, parse_config
 from harness.run.judging import is_surprise, judge_default, upstream_version
@@ -265,7 +266,8 @@ def kernel_entry(k: KernelDir, out_dir: Path, run: dict[str, Any]) -> dict[str, 
         "provenance": info.get("provenance"),
         "scratch": k.guest.get("scratch"),
         "pytest_exit": k.guest.get("pytest_exit"),
-        "evidence": info.get("evidence", []),
+        # Bounded here too: a kernel.json of an older run may hold it all.
+        "evidence": bounded([str(line) for line in info.get("evidence", [])]),
         "failed_tests": k.failed_tests,
         "files": files,
     }

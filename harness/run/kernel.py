@@ -47,9 +47,10 @@ from harness.boot.vng import (
 )
 from harness.config import KernelSpec, MatrixConfig
 from harness.errors import HarnessError
+from harness.evidence import bounded
 from harness.fetch.imagefacts import all_known, find_strings
 from harness.fetch.kernels import Fetcher, KernelTree
-from harness.files import load_json_object, write_json
+from harness.files import load_json_object, read_json_object, write_json
 from harness.guest import SCRATCH_DISK_BYTES
 from harness.host.facts import HostFacts
 from harness.host.guestroot import (
@@ -357,6 +358,13 @@ class KernelRun:
             status, detail = "incomplete", f"the guest is {machine}, not {self.spec.arch}"
         elif status == "ok":
             status, detail, evidence = self.verdicts(evidence)
+        # A test's bug, not the kernel's: the verdicts stand, and the leak is on record.
+        leaked = read_json_object(self.dir / "guest.json").get("leaked_processes") or []
+        for item in leaked:
+            self.ctx.milestone(
+                self.spec.name,
+                f"[yellow]a test left a process behind[/yellow]: {escape(str(item))}",
+            )
         self.end(
             status,
             detail,
@@ -366,8 +374,9 @@ class KernelRun:
             wall_seconds=round(outcome.seconds, 1),
             boot_seconds=_boot_seconds(outcome.timeline),
             timeline=outcome.timeline,
-            evidence=evidence,
+            evidence=bounded(evidence),
             attempts=attempts,
+            leaked_processes=leaked,
         )
 
     def verdicts(self, evidence: list[str]) -> tuple[str, str, list[str]]:

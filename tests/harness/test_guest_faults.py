@@ -4,13 +4,24 @@ start; and the evidence a run leaves, replayed by hand afterwards."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 import pytest
-from guests import REPO, fetch_kernel, harness, our_processes, status, write_config
+from guests import (
+    REPO,
+    fetch_kernel,
+    harness,
+    our_pids_and_lines,
+    our_processes,
+    status,
+    write_config,
+)
 
 from harness.fetch.kernels import KernelTree
 from mountcompat.testing.plugin import BASE_TIMEOUT
@@ -130,3 +141,102 @@ def test_reproduce_sh_boots_the_kernel_again_after_the_run(
     # The run's own results are untouched by the replay.
     assert status(results, f"again-{tag}")["status"] == "ok"
     assert our_processes(tag) == []
+
+
+SLEEPS = """
+import time
+import pytest
+
+@pytest.mark.strategy("path.resolve", "userspace")
+def test_sleeps_a_while():
+    time.sleep(600)
+"""
+
+
+def test_a_dead_virtiofsd_ends_the_kernel_at_once_and_is_named(
+    tmp_path: Path, kernel: KernelTree
+) -> None:
+    """A virtiofsd killed while the guest runs: QEMU lives on and the guest would wait on
+    its filesystem until the kernel's deadline, saying nothing."""
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"daemon": "timeout: 500"})
+    suites = suites_with(tmp_path, "test_sleeps.py", SLEEPS)
+    proc = harness(config, results, "--suites", str(suites), pytest_args=["-k", "sleeps_a_while"])
+    deadline = time.monotonic() + 400
+    while not list(results.glob(".staging/*/daemon-*/guest-started.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.5)
+    time.sleep(3)
+    daemons = [pid for pid, line in our_pids_and_lines(tag) if "virtiofsd" in line]
+    assert daemons, our_processes(tag)
+    os.kill(daemons[0], signal.SIGKILL)
+    killed = time.monotonic()
+    out, _ = proc.communicate(timeout=600)
+    assert time.monotonic() - killed < 60, out
+    info = status(results, f"daemon-{tag}")
+    assert info["status"] == "incomplete", info
+    assert f"virtiofsd (pid {daemons[0]}) died" in str(info["detail"]), info
+    assert our_processes(tag) == []
+
+
+LEAVES_A_DAEMON = """
+import os
+import subprocess
+import pytest
+
+@pytest.mark.strategy("path.resolve", "userspace")
+def test_leaves_a_daemon():
+    # pytest's own output pipe (it keeps a copy of its stdout while it captures): a daemon
+    # in a session of its own holding it, as a careless test's server would.
+    pipes = [int(fd) for fd in os.listdir("/proc/self/fd")
+             if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")]
+    subprocess.Popen(["sleep", "86400"], stdout=pipes[0], pass_fds=pipes,
+                     start_new_session=True)
+"""
+
+
+def test_a_daemon_a_test_leaves_behind_is_killed_and_recorded(
+    tmp_path: Path, kernel: KernelTree
+) -> None:
+    """pytest has exited, its output pipe is still held: the guest must not wait for the
+    pipe's end (the kernel's deadline, a false timeout) but for pytest."""
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"leaves": "timeout: 400"})
+    suites = suites_with(tmp_path, "test_leaves.py", LEAVES_A_DAEMON)
+    proc = harness(config, results, "--suites", str(suites), pytest_args=["-k", "leaves_a_daemon"])
+    out, _ = proc.communicate(timeout=600)
+    info = status(results, f"leaves-{tag}")
+    assert info["status"] == "ok", (info, out)
+    (leak,) = info["leaked_processes"]  # type: ignore[misc]
+    assert leak["cmdline"] == "sleep 86400", leak
+    log = (results / f"leaves-{tag}" / "pytest.log").read_text()
+    assert "1 passed" in log, log
+    assert "left a process behind" in out, out
+
+
+HUGE_OUTPUT = """
+import sys
+sys.stdout.write("y" * (30 * 1024 * 1024) + "\\n")
+raise RuntimeError("collection fails after 30 MB")
+"""
+
+
+def test_huge_output_stays_in_the_log_and_the_evidence_is_bounded(
+    tmp_path: Path, kernel: KernelTree
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, {"huge": ""})
+    suites = suites_with(tmp_path, "test_huge.py", HUGE_OUTPUT)
+    proc = harness(config, results, "--suites", str(suites), pytest_args=["-s"])
+    out, _ = proc.communicate(timeout=600)
+    info = status(results, f"huge-{tag}")
+    assert info["status"] == "no-verdicts", info
+    assert (results / f"huge-{tag}" / "pytest.log").stat().st_size > 30 * 1024 * 1024
+    for name in (f"huge-{tag}/kernel.json", "matrix.json", "report.html"):
+        assert (results / name).stat().st_size < 1024 * 1024, name
+    evidence = "\n".join(info["evidence"])  # type: ignore[arg-type]
+    assert "bytes left out" in evidence
+    assert "collection fails after 30 MB" in evidence, "the tail, where the error is, is kept"
