@@ -147,3 +147,11 @@ def stock(session: nox.Session) -> None:
     """The README's test command in a stock Debian 12 root made for the occasion (mmdebstrap)."""
     install(session, "harness")
     session.run("python", "-m", "harness.host.stock", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The matrix N times in a row (`-- N [matrix options]`), and every answer that changed
+    with no input changed: a flake (results/soak/soak.json)."""
+    install(session, "harness")
+    hand_over(session, "-m", "harness.soak", *session.posargs)
