@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         "for image files (default: $MOUNTCOMPAT_SCRATCH or /var/tmp)",
     )
     args = parser.parse_args(argv)
+    from mountcompat.errors import ForcingRefused, UnknownStrategy
     from mountcompat.probe import ENV_SCRATCH, probe_all
 
     if args.scratch:
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         result = probe_all()
     except PermissionError as exc:
         print(f"error: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (UnknownStrategy, ForcingRefused) as exc:  # MOUNTCOMPAT_FORCE, as the library says
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else render_text(result))
     return 0

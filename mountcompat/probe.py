@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mountcompat import attrs, detached, images, listing, loop, mountapi, overlay, resolve
-from mountcompat.choices import LOG
+from mountcompat.choices import LOG, environment_forcing
 from mountcompat.errors import MountCompatError, StrategyUnsupported, errno_name
 from mountcompat.fscontext import FsContext
 from mountcompat.mounts import MountAttr, private_mount_namespace, unmount
@@ -196,6 +196,9 @@ def probe_feature(feature_id: str) -> FeatureProbe:
 
 
 def probe_all() -> dict[str, Any]:
+    # MOUNTCOMPAT_FORCE refused at once, as any use of the library would: unchecked, every
+    # feature's unforced run fails on it, and the probe would report that as the kernel's.
+    environment_forcing()
     if os.geteuid() != 0:
         raise PermissionError(errno.EPERM, "the probe mounts: run it as root")
     private_mount_namespace()
