@@ -9,10 +9,19 @@ import sys
 from typing import Any
 
 
+def _no_default(probe: dict[str, Any]) -> str:
+    """A default is named only when the library was seen to use it; when the probe could
+    not tell, it names none."""
+    if probe["default_state"] == "none works":
+        return "none works"
+    errname = (probe["default_run"] or {}).get("errname")
+    return f"unknown (could not tell: {errname})" if errname else "unknown (could not tell)"
+
+
 def render_text(result: dict[str, Any]) -> str:
     lines = [f"kernel {result['kernel']}"]
     for feature_id, probe in result["features"].items():
-        default = probe["default"] or "none works"
+        default = probe["default"] or _no_default(probe)
         lines.append(f"{feature_id:<16} default: {default}")
         for name, s in probe["strategies"].items():
             if s["supported"]:
