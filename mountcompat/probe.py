@@ -188,7 +188,7 @@ def scratch_tmpfs() -> Iterator[Path]:
 
 
 def _try(
-    scenario: Scenario, force: str | None, failed: list[Exception] | None = None
+    feature_id: str, scenario: Scenario, force: str | None, failed: list[Exception] | None = None
 ) -> StrategyProbe:
     """One run of the scenario; ``failed`` receives what it raised, if anything."""
     with scratch_tmpfs() as base:
@@ -197,7 +197,12 @@ def _try(
         except StrategyUnsupported as exc:
             if failed is not None:
                 failed.append(exc)
-            return StrategyProbe(False, exc.errno, errno_name(exc.errno), exc.message)
+            if exc.feature == feature_id and exc.strategy == (force or exc.strategy):
+                return StrategyProbe(False, exc.errno, errno_name(exc.errno), exc.message)
+            # Another feature's strategy, forced by MOUNTCOMPAT_FORCE and refused inside this
+            # scenario (its tmpfs mount, say): that says nothing of this feature's strategy.
+            err = exc.errno
+            return StrategyProbe(None, err, errno_name(err), f"{type(exc).__name__}: {exc}")
         except (OSError, MountCompatError, subprocess.CalledProcessError) as exc:
             if failed is not None:
                 failed.append(exc)
@@ -209,11 +214,11 @@ def _try(
 def probe_feature(feature_id: str) -> FeatureProbe:
     feature = FEATURES[feature_id]
     scenario = SCENARIOS[feature_id]
-    strategies = {s.name: _try(scenario, s.name) for s in feature.strategies}
+    strategies = {s.name: _try(feature_id, scenario, s.name) for s in feature.strategies}
     feature.reset()
     mark = LOG.mark()
     failed: list[Exception] = []
-    default_probe = _try(scenario, None, failed)
+    default_probe = _try(feature_id, scenario, None, failed)
     used = [r.strategy for r in LOG.since(mark) if r.feature == feature_id and r.outcome == "used"]
     if default_probe.supported and used:
         return FeatureProbe(feature.summary, used[0], strategies, "chosen", default_probe)

@@ -240,3 +240,39 @@ def test_none_works_only_when_every_strategy_was_refused() -> None:
     assert eperm["default_run"]["errname"] == "EPERM", eperm
     defaults = {b: d for b, (d, _) in blocks(out["text"]).items()}
     assert defaults == {"test.none": "none works", "test.eperm": "unknown (could not tell: EPERM)"}
+
+
+NO_FSOPEN = textwrap.dedent(
+    """
+    import errno, json
+    from mountcompat import _syscalls, probe
+    from mountcompat.mounts import private_mount_namespace
+
+    def fsopen(*args, **kwargs):
+        raise OSError(errno.ENOSYS, "fsopen")  # as a kernel before 5.2 answers
+
+    private_mount_namespace()  # the scratch tmpfs of each run is mounted here only
+    _syscalls.fsopen = fsopen
+    found = {f: probe.probe_feature(f).strategies for f in ("mount.api", "mount.attr")}
+    print(json.dumps({f: {n: p.supported for n, p in s.items()} for f, s in found.items()}))
+    """
+)
+
+
+def test_another_features_forced_refusal_is_not_this_strategys() -> None:
+    """mount.api forced to fsmount where fsopen is missing: the mount.attr scenario's tmpfs
+    mount is refused, which says nothing of mount_setattr or remount."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), ENV_FORCE: "mount.api=fsmount"}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_FSOPEN],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "mount.api": {"fsmount": False, "mount2": True},  # the forced one, itself refused
+        "mount.attr": {"mount-setattr": None, "remount": None},  # could not tell
+    }
