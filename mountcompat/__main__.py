@@ -9,10 +9,19 @@ import sys
 from typing import Any
 
 
+def _no_default(probe: dict[str, Any]) -> str:
+    """A default is named only when the library was seen to use it; when the probe could
+    not tell, it names none."""
+    if probe["default_state"] == "none works":
+        return "none works"
+    errname = (probe["default_run"] or {}).get("errname")
+    return f"unknown (could not tell: {errname})" if errname else "unknown (could not tell)"
+
+
 def render_text(result: dict[str, Any]) -> str:
     lines = [f"kernel {result['kernel']}"]
     for feature_id, probe in result["features"].items():
-        default = probe["default"] or "none works"
+        default = probe["default"] or _no_default(probe)
         lines.append(f"{feature_id:<16} default: {default}")
         for name, s in probe["strategies"].items():
             if s["supported"]:
@@ -36,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         "for image files (default: $MOUNTCOMPAT_SCRATCH or /var/tmp)",
     )
     args = parser.parse_args(argv)
+    from mountcompat.errors import ForcingRefused, UnknownStrategy
     from mountcompat.probe import ENV_SCRATCH, probe_all
 
     if args.scratch:
@@ -44,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         result = probe_all()
     except PermissionError as exc:
         print(f"error: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (UnknownStrategy, ForcingRefused) as exc:  # MOUNTCOMPAT_FORCE, as the library says
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else render_text(result))
     return 0

@@ -156,7 +156,13 @@ def forced_strategy(feature: str) -> str | None:
     from_caller = _forced.get() or {}
     if feature in from_caller:
         return from_caller[feature]
-    return _forced_by_environment(os.environ.get(ENV_FORCE, "")).get(feature)
+    return environment_forcing().get(feature)
+
+
+def environment_forcing() -> Mapping[str, str]:
+    """``MOUNTCOMPAT_FORCE``, parsed and checked: :class:`UnknownStrategy` or
+    :class:`ForcingRefused` if it is not what the library would accept."""
+    return _forced_by_environment(os.environ.get(ENV_FORCE, ""))
 
 
 @functools.cache

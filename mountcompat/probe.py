@@ -3,6 +3,9 @@
 Each feature is exercised once per strategy, forced, on a scratch tmpfs in a private mount
 namespace of this process, and once unforced to see the library's own choice. The answer is
 what the kernel did, with the errno of every refusal; nothing is inferred from the version.
+A default is named only when the unforced run was seen to use it; "none works" only when the
+library refused every strategy as unsupported; any other failure (EPERM or EACCES in a user
+namespace, a tool missing) leaves it unknown ("could not tell", ``default_state`` in JSON).
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mountcompat import attrs, detached, images, listing, loop, mountapi, overlay, resolve
-from mountcompat.choices import LOG
-from mountcompat.errors import MountCompatError, StrategyUnsupported, errno_name
+from mountcompat.choices import LOG, environment_forcing
+from mountcompat.errors import (
+    MountCompatError,
+    NoStrategyWorked,
+    StrategyUnsupported,
+    errno_name,
+)
 from mountcompat.fscontext import FsContext
 from mountcompat.mounts import MountAttr, private_mount_namespace, unmount
 from mountcompat.strategy import FEATURES
@@ -42,11 +50,19 @@ class StrategyProbe:
     message: str = ""
 
 
+DefaultState = Literal["chosen", "none works", "could not tell"]
+
+
 @dataclass
 class FeatureProbe:
     summary: str
-    default: str | None
+    default: str | None  # the strategy the library used unforced; None: see default_state
     strategies: dict[str, StrategyProbe] = field(default_factory=dict)
+    # "chosen": default names it. "none works": unforced, the library tried every strategy and
+    # each was refused as unsupported, as each was forced. "could not tell": the unforced run
+    # failed otherwise (EPERM in a user namespace, a tool missing): no default can be named.
+    default_state: DefaultState = "chosen"
+    default_run: StrategyProbe | None = None  # the unforced run: why it failed, when it did
 
 
 class ProbeCheckFailed(MountCompatError):
@@ -171,13 +187,25 @@ def scratch_tmpfs() -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _try(scenario: Scenario, force: str | None) -> StrategyProbe:
+def _try(
+    feature_id: str, scenario: Scenario, force: str | None, failed: list[Exception] | None = None
+) -> StrategyProbe:
+    """One run of the scenario; ``failed`` receives what it raised, if anything."""
     with scratch_tmpfs() as base:
         try:
             scenario(base, force)
         except StrategyUnsupported as exc:
-            return StrategyProbe(False, exc.errno, errno_name(exc.errno), exc.message)
+            if failed is not None:
+                failed.append(exc)
+            if exc.feature == feature_id and exc.strategy == (force or exc.strategy):
+                return StrategyProbe(False, exc.errno, errno_name(exc.errno), exc.message)
+            # Another feature's strategy, forced by MOUNTCOMPAT_FORCE and refused inside this
+            # scenario (its tmpfs mount, say): that says nothing of this feature's strategy.
+            err = exc.errno
+            return StrategyProbe(None, err, errno_name(err), f"{type(exc).__name__}: {exc}")
         except (OSError, MountCompatError, subprocess.CalledProcessError) as exc:
+            if failed is not None:
+                failed.append(exc)
             err = getattr(exc, "errno", None)
             return StrategyProbe(None, err, errno_name(err), f"{type(exc).__name__}: {exc}")
     return StrategyProbe(True)
@@ -186,16 +214,33 @@ def _try(scenario: Scenario, force: str | None) -> StrategyProbe:
 def probe_feature(feature_id: str) -> FeatureProbe:
     feature = FEATURES[feature_id]
     scenario = SCENARIOS[feature_id]
-    strategies = {s.name: _try(scenario, s.name) for s in feature.strategies}
+    strategies = {s.name: _try(feature_id, scenario, s.name) for s in feature.strategies}
     feature.reset()
     mark = LOG.mark()
-    default_probe = _try(scenario, None)
+    failed: list[Exception] = []
+    default_probe = _try(feature_id, scenario, None, failed)
     used = [r.strategy for r in LOG.since(mark) if r.feature == feature_id and r.outcome == "used"]
-    default = used[0] if default_probe.supported and used else None
-    return FeatureProbe(feature.summary, default, strategies)
+    if default_probe.supported and used:
+        return FeatureProbe(feature.summary, used[0], strategies, "chosen", default_probe)
+    if default_probe.supported:
+        default_probe = StrategyProbe(None, message=f"no strategy of {feature_id} was used")
+    # "None works" only when the library said so of this feature itself and every strategy,
+    # forced, was refused as unsupported; anything else (EPERM, EACCES, a missing tool, a
+    # nested feature failing) says nothing of which strategy the library would choose.
+    refused_all = (
+        bool(failed)
+        and isinstance(failed[0], NoStrategyWorked)
+        and failed[0].feature == feature_id
+        and all(p.supported is False for p in strategies.values())
+    )
+    state: DefaultState = "none works" if refused_all else "could not tell"
+    return FeatureProbe(feature.summary, None, strategies, state, default_probe)
 
 
 def probe_all() -> dict[str, Any]:
+    # MOUNTCOMPAT_FORCE refused at once, as any use of the library would: unchecked, every
+    # feature's unforced run fails on it, and the probe would report that as the kernel's.
+    environment_forcing()
     if os.geteuid() != 0:
         raise PermissionError(errno.EPERM, "the probe mounts: run it as root")
     private_mount_namespace()
