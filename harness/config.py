@@ -341,11 +341,50 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
     )
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error. PyYAML
+    keeps the last one silently: a kernel's second ``timeout``, or a second ``kernels:`` list
+    that drops the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            self._check_unique(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _check_unique(self, node: yaml.MappingNode) -> None:
+        # Checked before the merge keys (<<) are flattened in: a key may override a merged one.
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            if key in first:
+                raise DuplicateKey(
+                    problem=f"key {key!r} given twice (first on line {first[key]})",
+                    problem_mark=key_node.start_mark,
+                )
+            first[key] = key_node.start_mark.line + 1
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line, where PyYAML's own message quotes the offending lines below it."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem is None:
+        return f"not valid YAML: {' '.join(str(exc).split())}"
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}: " if mark else ""
+    what = "" if isinstance(exc, DuplicateKey) else "not valid YAML: "
+    return f"{where}{what}{exc.problem}"
+
+
 def parse_config(path: Path, text: str) -> MatrixConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), None, None, f"not valid YAML: {exc}") from exc
+        raise ConfigError(str(path), None, None, _yaml_problem(exc)) from exc
     top = _Checker(path, None, "", data)
     top.only({"mirror", "defaults", "kernels"})
     defaults = top.child("defaults") if "defaults" in top.data else None
