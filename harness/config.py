@@ -9,7 +9,9 @@ that table and one installer in :mod:`harness.fetch.kernels`, without reshaping 
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,14 @@ ARCHITECTURES = ("x86_64", "arm64")
 # cleanly without it). arm64: QEMU's "max" CPU.
 TCG_CPU = {"x86_64": "max,-cx16", "arm64": "max"}
 PICKS = ("newest", "oldest")
+MAX_CONFIG_BYTES = 1 << 20  # kernels.yaml is a few KiB; a file this large is not one
+FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 MIN_MEMORY_MIB = 256  # below this no Debian cloud kernel boots with virtme-ng's initramfs
 MAX_CPUS = 255  # QEMU's limit for x86 "pc" and arm "virt" guests with virtme-ng's setup
 
@@ -407,11 +417,32 @@ def parse_config(path: Path, text: str) -> MatrixConfig:
     )
 
 
-def load_config(path: Path) -> MatrixConfig:
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. Anything else is refused before
+    it is read: a FIFO would block the run until a writer came, /dev/zero never ends."""
     try:
-        raw = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(str(path), None, None, f"cannot read: {exc.strerror}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
+            raise ConfigError(str(path), None, None, f"{kind}, not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(str(path), None, None, f"cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise ConfigError(str(path), None, None, f"larger than {limit >> 20} MiB")
+    return raw
+
+
+def load_config(path: Path) -> MatrixConfig:
+    raw = _read_regular(path, MAX_CONFIG_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

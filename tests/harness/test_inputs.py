@@ -8,6 +8,7 @@ exit status 2 and the message show that the check, and nothing later, stopped it
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -154,3 +155,46 @@ def test_a_cache_that_cannot_be_written(tmp_path: Path, read_only_dir: Path) -> 
 def test_one_line_not_a_traceback(tmp_path: Path) -> None:
     out = refused(tmp_path, "--timeout=nan")
     assert "Traceback" not in out
+
+
+def limited_memory() -> None:
+    # A harness that reads /dev/zero whole must fail here, not take the host's memory.
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def config_refused(config: Path) -> str:
+    """The command line's one error line for ``--config config``, or the test fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "--config", str(config), "--list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=limited_memory,
+    )
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: {config}: ") and done.stderr.count("\n") == 1
+    return done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_config_that_never_ends() -> None:
+    assert "a character device, not a regular file" in config_refused(Path("/dev/zero"))
+
+
+@pytest.mark.timeout(20)
+def test_a_config_that_is_a_fifo_with_no_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "kernels.yaml"
+    os.mkfifo(fifo)
+    assert "a FIFO, not a regular file" in config_refused(fifo)
+
+
+def test_a_config_that_is_a_directory(tmp_path: Path) -> None:
+    assert "a directory, not a regular file" in config_refused(tmp_path)
+
+
+def test_a_config_larger_than_a_kernels_file_can_be(tmp_path: Path) -> None:
+    big = tmp_path / "kernels.yaml"
+    big.write_text(KERNEL + ("#" * 1023 + "\n") * 1024)
+    assert "larger than 1 MiB" in config_refused(big)
