@@ -25,6 +25,11 @@ DEBIAN_CODENAMES = ("buster", "bullseye", "bookworm", "trixie", "forky", "duke",
 DEBIAN_ALIASES = ("oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental")
 DEBIAN_SUITE_SUFFIXES = ("", "-updates", "-backports", "-backports-sloppy", "-proposed-updates")
 KERNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # used with fullmatch: no trailing \n
+# A name is a directory of results/ (and ".<name>.old" beside it while swapped in), and part
+# of the guest's temporary directory, /tmp/mountcompat-<name>.XXXXXXXX, where virtme-ng makes
+# virtiofsd's socket, virtmeXXXXXXXX. A socket's path holds at most 107 bytes: with /tmp, a
+# name of 66 bytes at most. Longer ones failed only in the run (ENAMETOOLONG beyond 255).
+MAX_NAME_BYTES = 64
 MEMORY = re.compile(r"([0-9]+)([MG])")
 # Names a kernel cannot have: the host tests' column, and the files and folders a results
 # directory holds beside the kernels' own.
@@ -287,6 +292,8 @@ def _name(c: _Checker) -> str:
     )
     if name in RESERVED_NAMES:
         c.fail("name", f"{name!r} is reserved (results/ uses it); choose another name")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        c.fail("name", f"{len(name.encode())} bytes long; at most {MAX_NAME_BYTES}")
     return name
 
 
@@ -311,6 +318,8 @@ def _source(c: _Checker) -> KernelSource:
 def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) -> KernelSpec:
     name = raw.get("name") if isinstance(raw, dict) else None
     label = name if isinstance(name, str) else f"#{index + 1}"
+    if len(label) > MAX_NAME_BYTES:
+        label = f"#{index + 1} ({label[:20]}...)"
     c = _Checker(path, label, "", raw)
     c.only(KERNEL_KEYS)
     name = _name(c)

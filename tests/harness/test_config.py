@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from harness.config import DebianSource, LocalSource, load_config, parse_config
+from harness.config import MAX_NAME_BYTES, DebianSource, LocalSource, load_config, parse_config
 from harness.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,3 +152,14 @@ def test_invalid_yaml_is_one_line_with_its_line() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(Path("/x/kernels.yaml"), GOOD + "  - [unclosed\n")
     assert "\n" not in str(caught.value) and "line 14" in str(caught.value)
+
+
+def test_the_longest_name_leaves_room_for_virtiofsds_socket() -> None:
+    """The guest's temporary directory and virtme-ng's socket in it, named as they are."""
+    name = "k" * MAX_NAME_BYTES
+    with tempfile.TemporaryDirectory(prefix=f"mountcompat-{name}.", dir="/tmp") as tmp:
+        fd, path = tempfile.mkstemp(prefix="virtme", dir=tmp)
+        os.close(fd)
+        os.unlink(path)
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(path)

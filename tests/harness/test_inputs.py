@@ -198,3 +198,18 @@ def test_a_config_larger_than_a_kernels_file_can_be(tmp_path: Path) -> None:
     big = tmp_path / "kernels.yaml"
     big.write_text(KERNEL + ("#" * 1023 + "\n") * 1024)
     assert "larger than 1 MiB" in config_refused(big)
+
+
+def test_a_name_too_long_for_a_file_name(tmp_path: Path) -> None:
+    out = refused(tmp_path, "--list", config=KERNEL.replace("name: k", f"name: {'k' * 300}"))
+    assert "kernel '#1 (kkkkkkkkkkkkkkkkkkkk...)': field 'name': 300 bytes long; at most 64" in out
+
+
+def test_a_name_too_long_for_the_guests_socket_path(tmp_path: Path) -> None:
+    out = refused(tmp_path, "--list", config=KERNEL.replace("name: k", f"name: {'k' * 65}"))
+    assert "65 bytes long; at most 64" in out
+
+
+def test_the_longest_name_is_listed(tmp_path: Path) -> None:
+    status, out = harness(tmp_path, "--list", config=KERNEL.replace("name: k", f"name: {'k' * 64}"))
+    assert status == 0 and "k" * 64 in out
