@@ -8,14 +8,20 @@ exit status 2 and the message show that the check, and nothing later, stopped it
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from harness.boot.vng import SHAREABLE_PATH
+from harness.config import parse_config
+from harness.errors import UsageError
+from harness.run.matrix import MatrixOptions, check_inputs
 from mountcompat import _syscalls as sys_
 from mountcompat.mounts import unmount
 
@@ -213,3 +219,52 @@ def test_a_name_too_long_for_the_guests_socket_path(tmp_path: Path) -> None:
 def test_the_longest_name_is_listed(tmp_path: Path) -> None:
     status, out = harness(tmp_path, "--list", config=KERNEL.replace("name: k", f"name: {'k' * 64}"))
     assert status == 0 and "k" * 64 in out
+
+
+def options(tmp_path: Path, **changes: Any) -> MatrixOptions:
+    config = parse_config(tmp_path / "kernels.yaml", KERNEL)
+    base: dict[str, Any] = dict(
+        config=config, kernels=list(config.kernels), results=tmp_path / "results"
+    )
+    return MatrixOptions(**{**base, "cache": tmp_path / "cache", "jobs": 1, **changes})
+
+
+# vng hands --rwdir and --rodir to virtme-run through a shell, unquoted; virtme-run refuses
+# "=" (its guest=host separator) and other characters in a shared directory's path.
+@pytest.mark.parametrize(
+    ("flag", "where", "shown"),
+    [
+        ("results", "my results", "' '"),
+        ("results", "a=b", "'='"),
+        ("results", "tab\tin", "'\\t'"),
+        ("suites", "x,y:z", "',', ':'"),
+    ],
+)
+def test_paths_vng_cannot_share_are_refused_before_anything_is_made(
+    tmp_path: Path, flag: str, where: str, shown: str
+) -> None:
+    path = tmp_path / where
+    path.mkdir()
+    with pytest.raises(UsageError) as caught:
+        check_inputs(options(tmp_path, **{flag: path}))
+    assert str(caught.value) == (
+        f"--{flag} {path}: holds {shown}; vng shares a directory only if its path is letters, "
+        "digits and _ + - . /"
+    )
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
+def test_results_with_a_blank_on_the_command_line(tmp_path: Path) -> None:
+    out = refused(tmp_path, f"--results={tmp_path / 'my results'}")
+    assert out == f"error: --results {tmp_path / 'my results'}: holds ' '; " + (
+        "vng shares a directory only if its path is letters, digits and _ + - . /\n"
+    )
+
+
+def test_what_is_shareable_is_what_virtme_run_accepts() -> None:
+    """The rule above, against virtme-run's own, less the blank vng's shell splits at."""
+    from virtme.commands.run import _SAFE_PATH_PATTERN  # type: ignore[import-untyped]
+
+    theirs = {c for c in map(chr, range(32, 127)) if re.fullmatch(_SAFE_PATH_PATTERN, c)}
+    ours = {c for c in map(chr, range(32, 127)) if SHAREABLE_PATH.fullmatch(c)}
+    assert ours == theirs - {" "}
