@@ -28,7 +28,7 @@ KERNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # used with fullmatch: 
 # A name is a directory of results/ (and ".<name>.old" beside it while swapped in), and part
 # of the guest's temporary directory, /tmp/mountcompat-<name>.XXXXXXXX, where virtme-ng makes
 # virtiofsd's socket, virtmeXXXXXXXX. A socket's path holds at most 107 bytes: with /tmp, a
-# name of 66 bytes at most. Longer ones failed only in the run (ENAMETOOLONG beyond 255).
+# name of 66 bytes at most. A longer one would pass the check and fail only in the run.
 MAX_NAME_BYTES = 64
 MEMORY = re.compile(r"([0-9]+)([MG])")
 # Names a kernel cannot have: the host tests' column, and the files and folders a results

@@ -78,10 +78,14 @@ def host_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> int | None:
 
 def check_inputs(options: MatrixOptions) -> None:
     """Everything a run can be refused for, said before anything is fetched or booted."""
-    shared = (("--results", options.results), ("--suites", options.suites), ("", options.repo))
-    for flag, path in shared:
+    shared = (
+        ("--results", options.results),
+        ("--suites", options.suites),
+        ("the checkout", options.repo),
+    )
+    for what, path in shared:
         if path is not None and (why := unshareable(path)):
-            raise UsageError(f"{flag or 'the checkout'} {path}: {why}")
+            raise UsageError(f"{what} {path}: {why}")
     check_writable(options.results)
     try:
         options.cache.mkdir(parents=True, exist_ok=True)
