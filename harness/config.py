@@ -9,7 +9,9 @@ that table and one installer in :mod:`harness.fetch.kernels`, without reshaping 
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,11 @@ DEBIAN_CODENAMES = ("buster", "bullseye", "bookworm", "trixie", "forky", "duke",
 DEBIAN_ALIASES = ("oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental")
 DEBIAN_SUITE_SUFFIXES = ("", "-updates", "-backports", "-backports-sloppy", "-proposed-updates")
 KERNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # used with fullmatch: no trailing \n
+# A name is a directory of results/ (and ".<name>.old" beside it while swapped in), and part
+# of the guest's temporary directory, /tmp/mountcompat-<name>.XXXXXXXX, where virtme-ng makes
+# virtiofsd's socket, virtmeXXXXXXXX. A socket's path holds at most 107 bytes: with /tmp, a
+# name of 66 bytes at most. A longer one would pass the check and fail only in the run.
+MAX_NAME_BYTES = 64
 MEMORY = re.compile(r"([0-9]+)([MG])")
 # Names a kernel cannot have: the host tests' column, and the files and folders a results
 # directory holds beside the kernels' own.
@@ -46,6 +53,14 @@ ARCHITECTURES = ("x86_64", "arm64")
 # cleanly without it). arm64: QEMU's "max" CPU.
 TCG_CPU = {"x86_64": "max,-cx16", "arm64": "max"}
 PICKS = ("newest", "oldest")
+MAX_CONFIG_BYTES = 1 << 20  # kernels.yaml is a few KiB; a file this large is not one
+FILE_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 MIN_MEMORY_MIB = 256  # below this no Debian cloud kernel boots with virtme-ng's initramfs
 MAX_CPUS = 255  # QEMU's limit for x86 "pc" and arm "virt" guests with virtme-ng's setup
 
@@ -277,6 +292,8 @@ def _name(c: _Checker) -> str:
     )
     if name in RESERVED_NAMES:
         c.fail("name", f"{name!r} is reserved (results/ uses it); choose another name")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        c.fail("name", f"{len(name.encode())} bytes long; at most {MAX_NAME_BYTES}")
     return name
 
 
@@ -301,6 +318,8 @@ def _source(c: _Checker) -> KernelSource:
 def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) -> KernelSpec:
     name = raw.get("name") if isinstance(raw, dict) else None
     label = name if isinstance(name, str) else f"#{index + 1}"
+    if len(label) > MAX_NAME_BYTES:
+        label = f"#{index + 1} ({label[:20]}...)"
     c = _Checker(path, label, "", raw)
     c.only(KERNEL_KEYS)
     name = _name(c)
@@ -341,11 +360,50 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
     )
 
 
+class DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error. PyYAML
+    keeps the last one silently: a kernel's second ``timeout``, or a second ``kernels:`` list
+    that drops the first."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            self._check_unique(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _check_unique(self, node: yaml.MappingNode) -> None:
+        # Checked before the merge keys (<<) are flattened in: a key may override a merged one.
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            if key in first:
+                raise DuplicateKey(
+                    problem=f"key {key!r} given twice (first on line {first[key]})",
+                    problem_mark=key_node.start_mark,
+                )
+            first[key] = key_node.start_mark.line + 1
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line, where PyYAML's own message quotes the offending lines below it."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem is None:
+        return f"not valid YAML: {' '.join(str(exc).split())}"
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}: " if mark else ""
+    what = "" if isinstance(exc, DuplicateKey) else "not valid YAML: "
+    return f"{where}{what}{exc.problem}"
+
+
 def parse_config(path: Path, text: str) -> MatrixConfig:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), None, None, f"not valid YAML: {exc}") from exc
+        raise ConfigError(str(path), None, None, _yaml_problem(exc)) from exc
     top = _Checker(path, None, "", data)
     top.only({"mirror", "defaults", "kernels"})
     defaults = top.child("defaults") if "defaults" in top.data else None
@@ -368,11 +426,32 @@ def parse_config(path: Path, text: str) -> MatrixConfig:
     )
 
 
-def load_config(path: Path) -> MatrixConfig:
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. Anything else is refused before
+    it is read: a FIFO would block the run until a writer came, /dev/zero never ends."""
     try:
-        raw = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError(str(path), None, None, f"cannot read: {exc.strerror}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
+            raise ConfigError(str(path), None, None, f"{kind}, not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(str(path), None, None, f"cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(raw) > limit:
+        raise ConfigError(str(path), None, None, f"larger than {limit >> 20} MiB")
+    return raw
+
+
+def load_config(path: Path) -> MatrixConfig:
+    raw = _read_regular(path, MAX_CONFIG_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -7,6 +7,7 @@ function and exits from helpers, so the only stable interface is its command lin
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -20,6 +21,11 @@ VNG_ARCH = {"x86_64": "x86_64", "arm64": "arm64"}
 RESULTS_TOKEN = "@RESULTS@"
 DISK_TOKEN = "@DISK@"
 COMMAND_STARTED = "mountcompat-guest: @command-started"
+# The characters virtme-run accepts in a --rwdir/--rodir path (its _SAFE_PATH_PATTERN: no =,
+# which separates guest=host), blank aside: vng pastes these options into a shell command
+# unquoted, and a blank splits the path in two ("unrecognized arguments"). No quoting of ours
+# survives both.
+SHAREABLE_PATH = re.compile(r"[A-Za-z0-9_+/.-]+")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,18 @@ class GuestPlan:
     # where ``guest_paths`` says (host path -> path in the guest), not at their host paths.
     root: Path | None = None
     guest_paths: tuple[tuple[Path, str], ...] = ()
+
+
+def unshareable(path: Path) -> str | None:
+    """Why vng cannot share ``path`` with a guest, or None."""
+    text = str(path)
+    if SHAREABLE_PATH.fullmatch(text):
+        return None
+    bad = sorted({c for c in text if not SHAREABLE_PATH.fullmatch(c)})
+    return (
+        f"holds {', '.join(map(repr, bad))}; vng shares a directory only if its path is "
+        "letters, digits and _ + - . /"
+    )
 
 
 def _share(plan: GuestPlan, host: Path) -> str:
@@ -150,7 +168,7 @@ def vng_environment(
 
 def _shell_word(word: str) -> str:
     """A word of the command for sh, with the stand-ins turned into the script's variables
-    (RESULTS and DISK hold no quote or blank: the script checks)."""
+    (RESULTS holds only SHAREABLE_PATH's characters: the script checks)."""
     quoted = shlex.quote(word)
     inside = quoted.startswith("'")
     for token, var in ((RESULTS_TOKEN, "RESULTS"), (DISK_TOKEN, "DISK")):
@@ -165,11 +183,14 @@ REPRODUCE = """#!/bin/sh
 # results this script came with. The scratch disk of the "disk" backing is made anew.
 set -eu
 RESULTS=${{1:-$(mktemp -d "${{TMPDIR:-/tmp}}/mountcompat-reproduce.XXXXXX")}}
-case $RESULTS in
-    *[[:space:]\\'\\"]*) echo "RESULTS_DIR may not hold blanks or quotes" >&2; exit 2;;
-esac
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
+case $RESULTS in
+    *[!A-Za-z0-9_+/.-]*)
+        why="vng shares a directory only if its path is letters, digits and _ + - . /"
+        echo "$RESULTS: $why" >&2
+        exit 2;;
+esac
 work=$(mktemp -d "${{TMPDIR:-/tmp}}/mountcompat-disk.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 DISK=$work/scratch.img

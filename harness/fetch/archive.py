@@ -273,6 +273,12 @@ def resolve_kernel(index: SuiteIndex, pattern: str, pick: str = "newest") -> lis
     files."""
     matches = index.matching(pattern)
     if not matches:
-        raise FetchError(f"no package matching {pattern!r} in {index.suite} ({index.mirror})")
+        # A glob written for another architecture than the kernel's is the likely mistake.
+        other = [a for a in DEBIAN_ARCH.values() if a != index.arch and a in pattern]
+        hint = f"; the glob names {other[0]}, the kernel's arch is {index.arch}" if other else ""
+        raise FetchError(
+            f"no package matching {pattern!r} in {index.suite} for {index.arch} "
+            f"({index.mirror}){hint}"
+        )
     image = _pick(matches, pick)
     return [_package(index, s) for s in [image, *_carriers(index, image)]]

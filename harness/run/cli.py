@@ -1,8 +1,9 @@
 """``python -m harness``: the only place that parses arguments and exits.
 
-Exit statuses: 0 every kernel ok and no surprise; 1 a kernel did not complete; 2 a
-configuration or usage error (before anything boots); 3 a host tool is missing; 5 surprises;
-130 interrupted by SIGINT, 143 by SIGTERM.
+Exit statuses (the README's table, which a test holds to the code): 0 every kernel ok and no
+surprise; 1 a kernel did not complete; 2 a configuration or usage error, 3 a host tool is
+missing, 4 something could not be fetched (all before anything boots); 5 surprises; 129, 130,
+143 ended by SIGHUP, SIGINT, SIGTERM.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from harness.boot.vng import unshareable
 from harness.config import KernelSpec, MatrixConfig, memory_mib
 from harness.errors import DiskFull, FetchError, UsageError
 from harness.fetch.download import TRANSFERS
@@ -80,6 +81,14 @@ def host_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> int | None:
 
 def check_inputs(options: MatrixOptions) -> None:
     """Everything a run can be refused for, said before anything is fetched or booted."""
+    shared = (
+        ("--results", options.results),
+        ("--suites", options.suites),
+        ("the checkout", options.repo),
+    )
+    for what, path in shared:
+        if path is not None and (why := unshareable(path)):
+            raise UsageError(f"{what} {path}: {why}")
     check_writable(options.results)
     try:
         options.cache.mkdir(parents=True, exist_ok=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from harness.config import DebianSource, LocalSource, load_config, parse_config
+from harness.config import MAX_NAME_BYTES, DebianSource, LocalSource, load_config, parse_config
 from harness.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,3 +102,64 @@ def test_list_prints_the_kernels() -> None:
     )
     for name in ("rhel9-era", "6.1", "6.12", "latest"):
         assert name in done.stdout
+
+
+# PyYAML keeps the last of two equal keys: each of these would lose a value silently.
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        (GOOD.replace("    note: local\n", "    note: local\n    note: again\n"), 10, "note"),
+        (GOOD + "kernels:\n  - name: k3\n", 13, "kernels"),
+        (GOOD.replace("suite: bookworm,", "suite: bookworm, suite: trixie,"), 7, "suite"),
+        ("defaults: {cpus: 1, cpus: 2}\n" + GOOD, 1, "cpus"),
+    ],
+)
+def test_a_key_given_twice_names_file_and_line(
+    tmp_path: Path, text: str, line: int, key: str
+) -> None:
+    path = tmp_path / "kernels.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: line {line}: key {key!r} given twice")
+
+
+def test_a_merged_key_may_still_be_overridden() -> None:
+    text = GOOD.replace("  - name: k2\n", "  - &first\n    name: k2\n") + (
+        "  - <<: *first\n    name: k3\n"
+    )
+    assert [k.name for k in parse_config(Path("/x/kernels.yaml"), text).kernels] == [
+        "k1",
+        "k2",
+        "k3",
+    ]
+
+
+def test_a_key_given_twice_on_the_command_line_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "kernels.yaml"
+    bad.write_text(GOOD + "kernels: []\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "--config", str(bad), "--list"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"error: {bad}: line 13: key 'kernels' given twice (first on line 2)\n"
+
+
+def test_invalid_yaml_is_one_line_with_its_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(Path("/x/kernels.yaml"), GOOD + "  - [unclosed\n")
+    assert "\n" not in str(caught.value) and "line 14" in str(caught.value)
+
+
+def test_the_longest_name_leaves_room_for_virtiofsds_socket() -> None:
+    """The guest's temporary directory and virtme-ng's socket in it, named as they are."""
+    name = "k" * MAX_NAME_BYTES
+    with tempfile.TemporaryDirectory(prefix=f"mountcompat-{name}.", dir="/tmp") as tmp:
+        fd, path = tempfile.mkstemp(prefix="virtme", dir=tmp)
+        os.close(fd)
+        os.unlink(path)
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(path)

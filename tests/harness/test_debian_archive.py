@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from harness.errors import FetchError
@@ -59,3 +61,13 @@ def test_split_image_follows_binary_and_modules() -> None:
 def test_no_match_is_a_clear_error() -> None:
     with pytest.raises(FetchError, match="no package matching"):
         resolve_kernel(index(), "linux-image-*")
+
+
+def test_no_match_names_the_architecture() -> None:
+    arm64 = replace(index(stanza("linux-image-6.1.0-40-cloud-arm64", "6.1.153-1")), arch="arm64")
+    with pytest.raises(FetchError) as caught:
+        resolve_kernel(arm64, "linux-image-6.1.0-*-cloud-amd64")
+    assert str(caught.value) == (
+        "no package matching 'linux-image-6.1.0-*-cloud-amd64' in sid for arm64 "
+        "(http://m.example/debian); the glob names amd64, the kernel's arch is arm64"
+    )

@@ -8,13 +8,20 @@ exit status 2 and the message show that the check, and nothing later, stopped it
 from __future__ import annotations
 
 import os
+import re
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from harness.boot.vng import SHAREABLE_PATH
+from harness.config import parse_config
+from harness.errors import UsageError
+from harness.run.matrix import MatrixOptions, check_inputs
 from mountcompat import _syscalls as sys_
 from mountcompat.mounts import unmount
 
@@ -154,3 +161,110 @@ def test_a_cache_that_cannot_be_written(tmp_path: Path, read_only_dir: Path) -> 
 def test_one_line_not_a_traceback(tmp_path: Path) -> None:
     out = refused(tmp_path, "--timeout=nan")
     assert "Traceback" not in out
+
+
+def limited_memory() -> None:
+    # A harness that reads /dev/zero whole must fail here, not take the host's memory.
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def config_refused(config: Path) -> str:
+    """The command line's one error line for ``--config config``, or the test fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "--config", str(config), "--list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=limited_memory,
+    )
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: {config}: ") and done.stderr.count("\n") == 1
+    return done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_config_that_never_ends() -> None:
+    assert "a character device, not a regular file" in config_refused(Path("/dev/zero"))
+
+
+@pytest.mark.timeout(20)
+def test_a_config_that_is_a_fifo_with_no_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "kernels.yaml"
+    os.mkfifo(fifo)
+    assert "a FIFO, not a regular file" in config_refused(fifo)
+
+
+def test_a_config_that_is_a_directory(tmp_path: Path) -> None:
+    assert "a directory, not a regular file" in config_refused(tmp_path)
+
+
+def test_a_config_larger_than_a_kernels_file_can_be(tmp_path: Path) -> None:
+    big = tmp_path / "kernels.yaml"
+    big.write_text(KERNEL + ("#" * 1023 + "\n") * 1024)
+    assert "larger than 1 MiB" in config_refused(big)
+
+
+def test_a_name_too_long_for_a_file_name(tmp_path: Path) -> None:
+    out = refused(tmp_path, "--list", config=KERNEL.replace("name: k", f"name: {'k' * 300}"))
+    assert "kernel '#1 (kkkkkkkkkkkkkkkkkkkk...)': field 'name': 300 bytes long; at most 64" in out
+
+
+def test_a_name_too_long_for_the_guests_socket_path(tmp_path: Path) -> None:
+    out = refused(tmp_path, "--list", config=KERNEL.replace("name: k", f"name: {'k' * 65}"))
+    assert "65 bytes long; at most 64" in out
+
+
+def test_the_longest_name_is_listed(tmp_path: Path) -> None:
+    status, out = harness(tmp_path, "--list", config=KERNEL.replace("name: k", f"name: {'k' * 64}"))
+    assert status == 0 and "k" * 64 in out
+
+
+def options(tmp_path: Path, **changes: Any) -> MatrixOptions:
+    config = parse_config(tmp_path / "kernels.yaml", KERNEL)
+    base: dict[str, Any] = dict(
+        config=config, kernels=list(config.kernels), results=tmp_path / "results"
+    )
+    return MatrixOptions(**{**base, "cache": tmp_path / "cache", "jobs": 1, **changes})
+
+
+# vng hands --rwdir and --rodir to virtme-run through a shell, unquoted; virtme-run refuses
+# "=" (its guest=host separator) and other characters in a shared directory's path.
+@pytest.mark.parametrize(
+    ("flag", "where", "shown"),
+    [
+        ("results", "my results", "' '"),
+        ("results", "a=b", "'='"),
+        ("results", "tab\tin", "'\\t'"),
+        ("suites", "x,y:z", "',', ':'"),
+    ],
+)
+def test_paths_vng_cannot_share_are_refused_before_anything_is_made(
+    tmp_path: Path, flag: str, where: str, shown: str
+) -> None:
+    path = tmp_path / where
+    path.mkdir()
+    with pytest.raises(UsageError) as caught:
+        check_inputs(options(tmp_path, **{flag: path}))
+    assert str(caught.value) == (
+        f"--{flag} {path}: holds {shown}; vng shares a directory only if its path is letters, "
+        "digits and _ + - . /"
+    )
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
+def test_results_with_a_blank_on_the_command_line(tmp_path: Path) -> None:
+    out = refused(tmp_path, f"--results={tmp_path / 'my results'}")
+    assert out == f"error: --results {tmp_path / 'my results'}: holds ' '; " + (
+        "vng shares a directory only if its path is letters, digits and _ + - . /\n"
+    )
+
+
+def test_what_is_shareable_is_what_virtme_run_accepts() -> None:
+    """The rule above, against virtme-run's own, less the blank vng's shell splits at."""
+    from virtme.commands.run import _SAFE_PATH_PATTERN  # type: ignore[import-untyped]
+
+    theirs = {c for c in map(chr, range(32, 127)) if re.fullmatch(_SAFE_PATH_PATTERN, c)}
+    ours = {c for c in map(chr, range(32, 127)) if SHAREABLE_PATH.fullmatch(c)}
+    assert ours == theirs - {" "}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from harness.boot.vng import GuestPlan, build_vng_command, reproduce_script
 
@@ -61,3 +64,21 @@ def test_reproduce_script_makes_its_own_results_and_disk() -> None:
     assert "/r/6.1" not in text and "/t/scratch.img" not in text
     assert '--rwdir "$RESULTS"' in text and '--disk "$DISK"' in text
     assert "--results '\"$RESULTS\"'" in text
+
+
+@pytest.mark.parametrize("where", ["my results", "a=b"])
+def test_reproduce_refuses_results_vng_cannot_share(tmp_path: Path, where: str) -> None:
+    fake_vng = tmp_path / "vng"
+    fake_vng.write_text(f"#!/bin/sh\ntouch {tmp_path}/vng-ran\n")
+    fake_vng.chmod(0o755)
+    script = tmp_path / "reproduce.sh"
+    script.write_text(reproduce_script(plan(), str(fake_vng), {"PATH": "/usr/bin:/bin"}))
+    results = tmp_path / where
+    done = subprocess.run(
+        ["sh", str(script), str(results)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"{results}: vng shares a directory only if its path is letters, digits and _ + - . /\n"
+    )
+    assert not (tmp_path / "vng-ran").exists()
