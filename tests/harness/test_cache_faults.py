@@ -9,10 +9,12 @@ keyring), so nothing is mocked and nothing needs the network.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,112 @@ def test_a_damaged_tree_is_extracted_again(tmp_path: Path, victim: str) -> None:
     assert again.vmlinuz == tree.vmlinuz
     assert damaged.read_bytes() == good, "a damaged tree would have been booted"
     assert any("re-extracted" in note for note in again.notes)
+
+
+RELEASE = "9.9.9-test"
+VMLINUZ = f"boot/vmlinuz-{RELEASE}"
+MODULE = f"lib/modules/{RELEASE}/kernel/loop.ko"
+
+
+def edit_manifest(final: Path, change: Callable[[dict[str, str]], None]) -> None:
+    manifest = json.loads((final / "manifest.json").read_text())
+    change(manifest)
+    (final / "manifest.json").write_text(json.dumps(manifest))
+
+
+def manifest_without_module(final: Path) -> None:
+    """The manifest forgets loop.ko, and loop.ko is cut short: nothing would judge it."""
+    edit_manifest(final, lambda m: m.pop(MODULE))
+    (final / "root" / MODULE).write_bytes(b"\0" * 100)
+
+
+def manifest_with_a_file_not_in_the_tree(final: Path) -> None:
+    edit_manifest(final, lambda m: m.update({f"boot/System.map-{RELEASE}": "0" * 64}))
+
+
+def file_not_in_the_manifest(final: Path) -> None:
+    (final / "root" / f"lib/modules/{RELEASE}/kernel/extra.ko").write_bytes(b"\0" * 100)
+
+
+# Each is a real file damaged on disk, and what the one line about it must name.
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "vmlinuz cut to 1000 bytes, manifest {}": (
+        lambda final: (
+            (final / "root" / VMLINUZ).write_bytes((final / "root" / VMLINUZ).read_bytes()[:1000]),
+            (final / "manifest.json").write_text("{}"),
+        ),
+        "manifest.json is not a list",
+    ),
+    "manifest []": (lambda final: (final / "manifest.json").write_text("[]"), "manifest.json"),
+    "manifest null": (lambda final: (final / "manifest.json").write_text("null"), "manifest.json"),
+    "manifest of strings": (
+        lambda final: (final / "manifest.json").write_text(json.dumps({VMLINUZ: 5})),
+        "no SHA256",
+    ),
+    "manifest missing a file of the tree": (manifest_without_module, "not in manifest.json"),
+    "manifest naming a file the tree lacks": (manifest_with_a_file_not_in_the_tree, "missing"),
+    "a file the manifest does not list": (file_not_in_the_manifest, "extra.ko"),
+    "provenance.json garbage": (
+        lambda final: (final / "provenance.json").write_bytes(b"\x00garbage{"),
+        "provenance.json is not JSON",
+    ),
+    "provenance.json {}": (
+        lambda final: (final / "provenance.json").write_text("{}"),
+        "provenance.json",
+    ),
+    "provenance.json null": (
+        lambda final: (final / "provenance.json").write_text("null"),
+        "provenance.json",
+    ),
+    "provenance.json naming a vmlinuz outside the tree": (
+        lambda final: (final / "provenance.json").write_text(
+            json.dumps(
+                {
+                    **json.loads((final / "provenance.json").read_text()),
+                    "vmlinuz": "root/../../../../bin/sh",
+                }
+            )
+        ),
+        "vmlinuz is not a path inside the tree",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_tree_whose_manifest_or_provenance_lies_is_extracted_again(
+    tmp_path: Path, damage: str
+) -> None:
+    """The manifest and provenance.json are checked as much as the files they describe: one
+    that is not a complete list of the tree's files with their hashes is damage, said in one
+    line, and the tree is extracted again; never booted as it is, never a traceback."""
+    spec = KernelSpec("k", "", DebFilesSource(files=(fake_kernel_deb(tmp_path, RELEASE),)))
+    said: list[str] = []
+    fetcher = Fetcher(cache=tmp_path / "cache", progress=said.append)
+    tree = fetcher.fetch(spec)
+    final = tree.vmlinuz.parents[2]
+    whole = {rel: (final / "root" / rel).read_bytes() for rel in (VMLINUZ, MODULE)}
+    harm, named = DAMAGE[damage]
+    harm(final)
+    said.clear()
+    again = fetcher.fetch(spec)
+    assert again.vmlinuz == tree.vmlinuz
+    for rel, data in whole.items():
+        assert (final / "root" / rel).read_bytes() == data, f"{rel} would have been booted damaged"
+    assert not (final / "root" / f"lib/modules/{RELEASE}/kernel/extra.ko").exists()
+    lines = [line for line in said if "damaged" in line]
+    assert len(lines) == 1 and "\n" not in lines[0] and named in lines[0], said
+    assert any("re-extracted" in note for note in again.notes)
+    # And once extracted anew, the tree is whole: the next fetch takes it as it is.
+    assert fetcher.fetch(spec).notes == ()
+
+
+def test_what_depmod_adds_is_not_damage(tmp_path: Path) -> None:
+    spec = KernelSpec("k", "", DebFilesSource(files=(fake_kernel_deb(tmp_path, RELEASE),)))
+    fetcher = Fetcher(cache=tmp_path / "cache")
+    final = fetcher.fetch(spec).vmlinuz.parents[2]
+    for name in ("modules.dep", "modules.dep.bin", "modules.alias"):
+        (final / "root" / f"lib/modules/{RELEASE}" / name).write_text("")
+    assert fetcher.fetch(spec).notes == ()
 
 
 def cached_index() -> Path:
