@@ -24,6 +24,7 @@ from harness.config import DebFilesSource, DebianSource, KernelSpec
 from harness.errors import FetchError
 from harness.fetch import archive
 from harness.fetch.kernels import Fetcher, default_cache
+from harness.fetch.mirror import debian_mirror
 
 SUITE = "bullseye"
 PATTERN = "linux-image-5.10.0-*-cloud-amd64"
@@ -176,7 +177,7 @@ def cached_index() -> Path:
     """bullseye's index in the cache: fetched here if no test did it before."""
     assert shutil.which("gpgv"), "the tests session installs gpgv"
     fetch_kernel()
-    return default_cache() / "indexes" / SUITE
+    return archive.index_dir(default_cache(), debian_mirror(None), SUITE)
 
 
 def file_mirror(tmp_path: Path) -> Path:
@@ -193,10 +194,11 @@ def file_mirror(tmp_path: Path) -> Path:
     return mirror
 
 
-def fresh_cache(tmp_path: Path, inrelease: bytes) -> Path:
+def fresh_cache(tmp_path: Path, mirror: str, inrelease: bytes) -> Path:
+    """A cache holding ``inrelease`` as ``mirror``'s InRelease of bullseye."""
     cache = tmp_path / "cache"
-    (cache / "indexes" / SUITE).mkdir(parents=True)
-    (cache / "indexes" / SUITE / "InRelease").write_bytes(inrelease)
+    archive.index_dir(cache, mirror, SUITE).mkdir(parents=True)
+    (archive.index_dir(cache, mirror, SUITE) / "InRelease").write_bytes(inrelease)
     archive._LOADED.clear()  # a new run: nothing parsed in this process yet
     return cache
 
@@ -209,10 +211,10 @@ def corrupt(data: bytes) -> bytes:
 def test_a_cached_index_with_a_bad_signature_is_fetched_again(tmp_path: Path) -> None:
     mirror = file_mirror(tmp_path)
     good = (mirror / "dists" / SUITE / "InRelease").read_bytes()
-    cache = fresh_cache(tmp_path, corrupt(good))
+    cache = fresh_cache(tmp_path, mirror.as_uri(), corrupt(good))
     index = archive.load_suite_index(mirror.as_uri(), SUITE, cache)
     assert index.signature == "verified"
-    assert (cache / "indexes" / SUITE / "InRelease").read_bytes() == good
+    assert (archive.index_dir(cache, mirror.as_uri(), SUITE) / "InRelease").read_bytes() == good
     assert archive.resolve_kernel(index, PATTERN)
 
 
@@ -220,20 +222,24 @@ def test_a_bad_signature_twice_says_what_to_do(tmp_path: Path) -> None:
     mirror = file_mirror(tmp_path)
     bad = corrupt((mirror / "dists" / SUITE / "InRelease").read_bytes())
     (mirror / "dists" / SUITE / "InRelease").write_bytes(bad)
-    cache = fresh_cache(tmp_path, bad)
+    cache = fresh_cache(tmp_path, mirror.as_uri(), bad)
     with pytest.raises(FetchError) as caught:
         archive.load_suite_index(mirror.as_uri(), SUITE, cache)
     assert "bad signature" in str(caught.value) and "--refresh-index" in str(caught.value)
 
 
 def test_offline_a_stale_index_is_used_and_says_so(tmp_path: Path) -> None:
+    """The mirror's own index, cached a week ago, and the mirror gone since."""
     mirror = file_mirror(tmp_path)
-    cache = fresh_cache(tmp_path, (mirror / "dists" / SUITE / "InRelease").read_bytes())
-    packages = cache / "indexes" / SUITE / "binary-amd64" / "Packages.xz"
+    cache = fresh_cache(
+        tmp_path, UNREACHABLE, (mirror / "dists" / SUITE / "InRelease").read_bytes()
+    )
+    where = archive.index_dir(cache, UNREACHABLE, SUITE)
+    packages = where / "binary-amd64" / "Packages.xz"
     packages.parent.mkdir(parents=True)
     shutil.copy(mirror / "dists" / SUITE / "main" / "binary-amd64" / "Packages.xz", packages)
     week_ago = time.time() - 7 * 24 * 3600
-    os.utime(cache / "indexes" / SUITE / "InRelease", (week_ago, week_ago))
+    os.utime(where / "InRelease", (week_ago, week_ago))
     index = archive.load_suite_index(UNREACHABLE, SUITE, cache)
     assert index.stale and index.signature == "verified"
     (image, *_) = archive.resolve_kernel(index, PATTERN)
@@ -248,17 +254,18 @@ def test_offline_with_nothing_cached_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_offline_a_fully_cached_kernel_is_fetched(tmp_path: Path) -> None:
-    """The whole fetch, with the mirror gone: index, packages and tree all from the cache."""
+    """The whole fetch, with the mirror gone: index, packages and tree all from the cache
+    (the index as that mirror served it a week ago: the real one's, copied under its name)."""
     real = default_cache()
     spec = KernelSpec("k", "", DebianSource(SUITE, PATTERN, mirror=UNREACHABLE))
-    cached_index()
+    source = cached_index()
     cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(real / "indexes" / SUITE, cache / "indexes" / SUITE)
+    where = archive.index_dir(cache, UNREACHABLE, SUITE)
+    shutil.copytree(source, where)
     for shared in ("kernels", "debs"):
         (cache / shared).symlink_to(real / shared)
     week_ago = time.time() - 7 * 24 * 3600
-    os.utime(cache / "indexes" / SUITE / "InRelease", (week_ago, week_ago))
+    os.utime(where / "InRelease", (week_ago, week_ago))
     archive._LOADED.clear()
     tree = Fetcher(cache=cache).fetch(spec)
     assert tree.vmlinuz.exists()
