@@ -31,7 +31,7 @@ PATTERN = "linux-image-5.10.0-*-cloud-amd64"
 UNREACHABLE = "http://127.0.0.1:9/debian"  # the discard port: nothing listens
 
 
-def fake_kernel_deb(where: Path, release: str = "9.9.9-test") -> Path:
+def fake_kernel_deb(where: Path, release: str = "9.9.9-test", version: str = "9.9.9-1") -> Path:
     """A small package laid out like Debian's kernel images (vmlinuz, modules, config)."""
     root = where / "pkg"
     modules = root / "lib" / "modules" / release / "kernel"
@@ -42,7 +42,7 @@ def fake_kernel_deb(where: Path, release: str = "9.9.9-test") -> Path:
     (modules / "loop.ko").write_bytes(os.urandom(2048))
     (root / "DEBIAN").mkdir()
     (root / "DEBIAN" / "control").write_text(
-        "Package: linux-image-test\nVersion: 9.9.9-1\nArchitecture: amd64\n"
+        f"Package: linux-image-test\nVersion: {version}\nArchitecture: amd64\n"
         "Maintainer: nobody <nobody@example.org>\nDescription: test kernel\n"
     )
     deb = where / "linux-image-test.deb"

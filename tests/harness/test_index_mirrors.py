@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import lzma
 import os
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fakearchive import closed_port, publish, serve
 from test_cache_faults import fake_kernel_deb
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,52 +26,13 @@ SUITE = "bookworm"
 PACKAGE = "linux-image-test"
 
 
-def publish(archive: Path, deb: Path, version: str) -> None:
-    """``deb`` as ``version`` of linux-image-test in the archive's one suite, with its
-    Packages.xz and an InRelease giving that index's SHA256."""
-    pool = archive / "pool" / f"{PACKAGE}_{version}_amd64.deb"
-    pool.parent.mkdir(parents=True, exist_ok=True)
-    pool.write_bytes(deb.read_bytes())
-    data = pool.read_bytes()
-    stanza = (
-        f"Package: {PACKAGE}\nVersion: {version}\nArchitecture: amd64\n"
-        f"Filename: pool/{pool.name}\nSize: {len(data)}\n"
-        f"SHA256: {hashlib.sha256(data).hexdigest()}\n"
-    )
-    packages = archive / "dists" / SUITE / "main" / "binary-amd64" / "Packages.xz"
-    packages.parent.mkdir(parents=True, exist_ok=True)
-    packages.write_bytes(lzma.compress(stanza.encode()))
-    index = packages.read_bytes()
-    (archive / "dists" / SUITE / "InRelease").write_text(
-        f"Origin: test\nSuite: {SUITE}\nCodename: {SUITE}\nSHA256:\n"
-        f" {hashlib.sha256(index).hexdigest()} {len(index)} main/binary-amd64/Packages.xz\n"
-    )
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def mirror_a(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(URL, directory) of an archive served on 127.0.0.1 while the test runs."""
     archive = tmp_path / "archive-a"
-    publish(archive, fake_kernel_deb(tmp_path), "9.9.9-1")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(archive)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", archive
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    publish(archive, SUITE, [fake_kernel_deb(tmp_path)])
+    with serve(archive) as url:
+        yield url, archive
 
 
 def resolve(tmp_path: Path, mirror: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -123,6 +79,7 @@ def test_refresh_index_fetches_inrelease_anew_with_list_resolve(
 ) -> None:
     url_a, archive = mirror_a
     assert versions(resolve(tmp_path, url_a)) == ["9.9.9-1"]
-    publish(archive, fake_kernel_deb(tmp_path / "newer"), "9.9.10-1")  # the mirror moves on
+    newer = fake_kernel_deb(tmp_path / "newer", version="9.9.10-1")
+    publish(archive, SUITE, [newer])  # the mirror moves on
     assert versions(resolve(tmp_path, url_a)) == ["9.9.9-1"], "the index is cached for a day"
     assert versions(resolve(tmp_path, url_a, "--refresh-index")) == ["9.9.10-1"]
