@@ -17,6 +17,7 @@ import hashlib
 import json
 import lzma
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -215,8 +216,23 @@ def load_suite_index(
     return _LOADED[key]
 
 
+def mirror_key(mirror: str) -> str:
+    """A directory name for ``mirror``: its URL made safe (readable, cut to 60 characters)
+    and a digest of the whole URL, so that two mirrors never share one."""
+    url = mirror.rstrip("/")
+    safe = re.sub(r"[^A-Za-z0-9.-]+", "_", url).strip("_.")[:60]
+    return f"{safe}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
+def index_dir(cache: Path, mirror: str, suite: str) -> Path:
+    """Where one mirror's index of one suite is cached: a mirror never answers from
+    another's (an unreachable one would otherwise resolve kernels from a cached index it
+    never served)."""
+    return cache / "indexes" / mirror_key(mirror) / suite
+
+
 def _load(mirror: str, suite: str, cache: Path, max_age: float, debian_arch: str) -> SuiteIndex:
-    where = cache / "indexes" / suite
+    where = index_dir(cache, mirror, suite)
     signature, stale = _signed_inrelease(mirror, suite, where, max_age)
     name = f"main/binary-{debian_arch}/Packages.xz"
     packages_xz = where / f"binary-{debian_arch}" / "Packages.xz"

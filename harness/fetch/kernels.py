@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -99,42 +100,132 @@ def extract_deb(deb: Path, dest: Path) -> dict[str, str]:
 
 
 MANIFEST = "manifest.json"
+PROVENANCE = "provenance.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# What virtme-ng's depmod adds to a modules directory after extraction: not extraction's, and
+# not judged. Any other file the manifest does not list makes the tree damaged.
+_DEPMOD_OUTPUT = re.compile(r"(?:usr/)?lib/modules/[^/]+/modules\.[^/]+")
+
+
+def _tree_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every regular file and symlink under ``root``, by its path relative to it, sorted."""
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or path.is_file():
+            yield str(path.relative_to(root)), path
 
 
 def tree_manifest(root: Path) -> dict[str, str]:
     """SHA256 of every regular file under ``root`` (symlinks by their target), by path."""
-    manifest = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            manifest[rel] = "link:" + os.readlink(path)
-        elif path.is_file():
-            manifest[rel] = sha256_of(path)
-    return manifest
+    return {
+        rel: "link:" + os.readlink(path) if path.is_symlink() else sha256_of(path)
+        for rel, path in _tree_files(root)
+    }
 
 
-def damaged_files(final: Path) -> list[str]:
-    """Files of an installed tree that differ from what extraction wrote (a manifest written
-    then): missing, changed or truncated. Files added later (virtme-ng's depmod writes
-    modules.dep and its kin) are not extraction's and are not judged."""
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _is_relative(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and name not in ("", ".")
+        and os.path.normpath(name) == name
+        and _inside(name)
+    )
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """(the data, None), or (None, why not) in a few words."""
     try:
-        manifest = json.loads((final / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return [MANIFEST]
+        return json.loads(path.read_text()), None
+    except OSError as exc:
+        return None, f"{path.name}: {exc.strerror or exc}"
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None, f"{path.name} is not JSON"
+
+
+def _manifest(final: Path) -> tuple[dict[str, str], str | None]:
+    """The manifest if it is what extraction writes: a JSON object naming at least one file,
+    by a path inside the tree, with its SHA256 (or "link:" and a symlink's target)."""
+    data, why = _read_json(final / MANIFEST)
+    if why:
+        return {}, why
+    if not isinstance(data, dict) or not data:
+        return {}, f"{MANIFEST} is not a list of the tree's files with their hashes"
+    for rel, want in data.items():
+        if not _is_relative(rel):
+            return {}, f"{MANIFEST} names {rel!r}, not a path inside the tree"
+        if not isinstance(want, str) or not (want.startswith("link:") or _SHA256.fullmatch(want)):
+            return {}, f"{MANIFEST} gives {rel} no SHA256"
+    return data, None
+
+
+def _provenance_damage(final: Path, manifest: dict[str, str]) -> str | None:
+    """Why ``provenance.json`` could not be loaded as the record of this tree, if it could
+    not: every field of the right type, and the paths it names inside the manifest."""
+    data, why = _read_json(final / PROVENANCE)
+    if why:
+        return why
+    if not isinstance(data, dict):
+        return f"{PROVENANCE} is not a JSON object"
+    if not isinstance(data.get("release"), str) or not isinstance(data.get("packages"), list):
+        return f"{PROVENANCE} has no release or no packages"
+    for field in ("vmlinuz", "modules", "config"):
+        value = data.get(field)
+        if field == "config" and value is None:
+            continue
+        rel = (
+            value[len("root/") :] if isinstance(value, str) and value.startswith("root/") else None
+        )
+        if rel is None or not _is_relative(rel):
+            return f"{PROVENANCE}: {field} is not a path inside the tree"
+        listed = rel in manifest or any(name.startswith(rel + "/") for name in manifest)
+        if not listed:
+            return f"{PROVENANCE}: {field} {rel} is not in {MANIFEST}"
+    return None
+
+
+def tree_damage(final: Path) -> str | None:
+    """Why the installed tree at ``final`` is not what extraction wrote, in one line, or None
+    if it is. The manifest written then must list every file of the tree with its hash:
+    a file missing, changed or truncated, or one the manifest does not list, is damage, and so
+    is a manifest or a provenance.json that is not what extraction writes. Files added later
+    (virtme-ng's depmod writes modules.dep and its kin) are not extraction's and are not
+    judged."""
+    manifest, why = _manifest(final)
+    if why:
+        return why
+    why = _provenance_damage(final, manifest)
+    if why:
+        return why
     root = final / "root"
 
-    def bad(rel: str, want: str) -> bool:
+    def verdict(rel: str, want: str) -> str | None:
         path = root / rel
         try:
             if want.startswith("link:"):
-                return os.readlink(path) != want[5:]
-            return sha256_of(path) != want
+                return None if os.readlink(path) == want[5:] else "changed"
+            return None if sha256_of(path) == want else "changed"
+        except FileNotFoundError:
+            return "missing"
         except OSError:
-            return True
+            return "changed"
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        verdicts = pool.map(lambda item: bad(*item), manifest.items())
-        return [rel for rel, wrong in zip(manifest, verdicts, strict=True) if wrong]
+        verdicts = list(pool.map(lambda item: verdict(*item), manifest.items()))
+    found: dict[str, list[str]] = {}
+    for rel, seen in zip(manifest, verdicts, strict=True):
+        if seen:
+            found.setdefault(seen, []).append(rel)
+    unlisted = [
+        rel
+        for rel, _ in _tree_files(root)
+        if rel not in manifest and not _DEPMOD_OUTPUT.fullmatch(rel)
+    ]
+    if unlisted:
+        found[f"not in {MANIFEST}"] = unlisted
+    return "; ".join(f"{kind}: {_listed(names)}" for kind, names in found.items()) or None
 
 
 def locate_tree(root: Path) -> tuple[Path, Path, Path | None, str]:
@@ -171,7 +262,7 @@ def _install(packages: list[tuple[Path, dict[str, Any]]], final: Path) -> Kernel
             for k, p in (("vmlinuz", vmlinuz), ("modules", modules), ("config", config))
         }
         (tmp / MANIFEST).write_text(json.dumps(tree_manifest(tmp / "root"), indent=1))
-        (tmp / "provenance.json").write_text(
+        (tmp / PROVENANCE).write_text(
             json.dumps({"release": release, "packages": records, **rel}, indent=2)
         )
         shutil.rmtree(final, ignore_errors=True)  # a damaged tree being replaced
@@ -183,7 +274,8 @@ def _install(packages: list[tuple[Path, dict[str, Any]]], final: Path) -> Kernel
 
 
 def load_installed(final: Path) -> KernelTree:
-    data = json.loads((final / "provenance.json").read_text())
+    """The tree extraction recorded at ``final`` (checked by tree_damage first)."""
+    data = json.loads((final / PROVENANCE).read_text())
     return KernelTree(
         vmlinuz=final / data["vmlinuz"],
         modules=final / data["modules"],
@@ -240,15 +332,12 @@ class Fetcher:
         """The installed tree at ``final`` if it is whole; else (never installed, or a file
         changed on disk since extraction) extracted anew, never booted damaged."""
         repaired: tuple[str, ...] = ()
-        if (final / "provenance.json").exists():
-            damaged = damaged_files(final)
-            if not damaged:
+        if final.exists():
+            why = tree_damage(final)
+            if why is None:
                 return load_installed(final)
-            shown = ", ".join(damaged[:3]) + (
-                f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
-            )
-            self.progress(f"the cached tree is damaged ({shown}): extracting it again")
-            repaired = (f"re-extracted: the cached tree was damaged ({shown})",)
+            self.progress(f"the cached tree is damaged ({why}): extracting it again")
+            repaired = (f"re-extracted: the cached tree was damaged ({why})",)
         tree = _install(packages(), final)
         return replace(tree, notes=repaired)
 

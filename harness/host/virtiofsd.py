@@ -80,10 +80,35 @@ def _apt_offers(package: str) -> bool:
 
 
 WRAPPER = """#!/bin/sh
-# virtiofsd from Debian {suite} ({version}), run by its own libc's loader: see harness/virtiofsd.py
-lib="{root}/usr/lib/x86_64-linux-gnu"
-exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "{root}/usr/libexec/virtiofsd" "$@"
+# virtiofsd from Debian {suite} ({version}), run by its own libc's loader: see
+# harness/host/virtiofsd.py. Its paths are found from this file's own place (bin/ of the
+# private copy), so that the cache may be moved, or restored under another path.
+root="$(dirname "$(dirname "$(readlink -f "$0")")")"
+lib="$root/usr/lib/x86_64-linux-gnu"
+exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$root/usr/libexec/virtiofsd" "$@"
 """
+
+
+def write_wrapper(copy: Path, suite: str, version: str) -> Path:
+    """``copy``'s bin/virtiofsd, written anew (atomically) if it is not today's: it names no
+    absolute path, so the copy runs wherever it is. A wrapper of an older harness named the
+    cache's absolute path, and ran a binary that was not there once the cache moved."""
+    wrapper = copy / "bin" / "virtiofsd"
+    text = WRAPPER.format(suite=suite, version=version)
+    try:
+        if wrapper.read_text() == text:
+            return wrapper
+    except (OSError, ValueError):
+        pass
+    wrapper.parent.mkdir(exist_ok=True)
+    tmp = wrapper.with_name(f".virtiofsd.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, wrapper)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return wrapper
 
 
 def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
@@ -93,11 +118,12 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
         raise FetchError(f"no virtiofsd package in {PRIVATE_SUITE}")
     stanza = candidates[-1]
     final = cache / "tools" / f"virtiofsd_{stanza['Version']}"
-    wrapper = final / "bin" / "virtiofsd"
     origin = f"private {PRIVATE_SUITE} package {stanza['Version']}"
     recorded = _recorded(final)
-    if recorded and wrapper.exists() and (version := rust_version(wrapper)):
-        return Virtiofsd(wrapper, version, origin, recorded)
+    if recorded and (final / "usr/libexec/virtiofsd").exists():
+        wrapper = write_wrapper(final, PRIVATE_SUITE, stanza["Version"])
+        if version := rust_version(wrapper):
+            return Virtiofsd(wrapper, version, origin, recorded)
     say(
         f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
         "(the host's libc stays as it is)"
@@ -114,15 +140,13 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
             extract_deb(deb, tmp)
             used.append({"name": name, "version": pkg["Version"], "sha256": pkg["SHA256"]})
         (tmp / "provenance.json").write_text(json.dumps(used, indent=2))
-        (tmp / "bin").mkdir()
-        text = WRAPPER.format(suite=PRIVATE_SUITE, version=stanza["Version"], root=final)
-        (tmp / "bin" / "virtiofsd").write_text(text)
-        (tmp / "bin" / "virtiofsd").chmod(0o755)
+        write_wrapper(tmp, PRIVATE_SUITE, stanza["Version"])
         shutil.rmtree(final, ignore_errors=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    wrapper = final / "bin" / "virtiofsd"
     version = rust_version(wrapper)
     if version is None:
         raise PrerequisiteError(f"the private virtiofsd at {wrapper} does not run")

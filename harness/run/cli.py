@@ -20,6 +20,7 @@ from rich.console import Console
 
 from harness.config import DebianSource, MatrixConfig, load_config
 from harness.errors import HarnessError
+from harness.fetch.archive import INDEX_MAX_AGE
 from harness.fetch.kernels import Fetcher, default_cache
 from harness.run.matrix import REPO, MatrixOptions, MatrixRun, default_jobs
 from harness.ui import MatrixUI
@@ -109,7 +110,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--refresh-index",
         action="store_true",
-        help="download the suites' Packages indexes even if cached today",
+        help="download the suites' InRelease and Packages indexes even if cached today "
+        "(for --list --json --resolve too)",
     )
     p.add_argument(
         "--require-signatures",
@@ -143,12 +145,18 @@ def list_kernels(config: MatrixConfig, names: list[str], console: Console) -> No
         console.print(f"{'':12} {k.note}", soft_wrap=True)
 
 
-def kernels_json(config: MatrixConfig, names: list[str], cache: Path, resolve: bool) -> str:
+def kernels_json(
+    config: MatrixConfig,
+    names: list[str],
+    cache: Path,
+    resolve: bool,
+    index_max_age: float = INDEX_MAX_AGE,
+) -> str:
     """The kernels as a JSON list, with (``resolve``) the exact packages each resolves to
     today and a cache key made of their digests, so that a CI job's cache and the report
     name the same packages."""
     entries = []
-    fetcher = Fetcher(cache=cache, mirror=config.mirror)
+    fetcher = Fetcher(cache=cache, mirror=config.mirror, index_max_age=index_max_age)
     for k in config.select(names):
         entry: dict[str, Any] = {
             "name": k.name,
@@ -170,8 +178,9 @@ def kernels_json(config: MatrixConfig, names: list[str], cache: Path, resolve: b
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True, highlight=False)
     config = load_config(args.config)
+    index_max_age = 0.0 if args.refresh_index else INDEX_MAX_AGE
     if args.list and args.json:
-        print(kernels_json(config, args.kernel, args.cache, args.resolve))
+        print(kernels_json(config, args.kernel, args.cache, args.resolve, index_max_age))
         return 0
     if args.list:
         list_kernels(config, args.kernel, Console(highlight=False))
@@ -184,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         accel=args.accel,
         timeout=args.timeout,
-        index_max_age=0.0 if args.refresh_index else 24 * 3600.0,
+        index_max_age=index_max_age,
         pytest_args=args.pytest_args,
         suites=args.suites.resolve() if args.suites else None,
         allow_surprises=args.allow_surprises,

@@ -14,7 +14,9 @@ from pathlib import Path
 from guests import fetch_kernel
 from reportdata import kernel_dir
 
+from harness.fetch.archive import index_dir
 from harness.fetch.kernels import default_cache
+from harness.fetch.mirror import debian_mirror
 from harness.report import write_report
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,12 +40,13 @@ def offline_cache(tmp_path: Path) -> Path:
     fetch_kernel()  # bullseye's index, packages and tree, if no test fetched them before
     real = default_cache()
     cache = tmp_path / "cache"
-    cache.mkdir()
-    shutil.copytree(real / "indexes" / "bullseye", cache / "indexes" / "bullseye")
+    # The index as the (now unreachable) mirror served it: the real one's, under its name.
+    where = index_dir(cache, UNREACHABLE, "bullseye")
+    shutil.copytree(index_dir(real, debian_mirror(None), "bullseye"), where)
     for shared in ("kernels", "debs", "tools"):
         (cache / shared).symlink_to(real / shared)
     old = time.time() - 7 * 24 * 3600
-    os.utime(cache / "indexes" / "bullseye" / "InRelease", (old, old))
+    os.utime(where / "InRelease", (old, old))
     return cache
 
 
