@@ -389,7 +389,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
             first[key] = key_node.start_mark.line + 1
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """One line, where PyYAML's own message quotes the offending lines below it."""
     if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem is None:
         return f"not valid YAML: {' '.join(str(exc).split())}"
@@ -403,7 +403,7 @@ def parse_config(path: Path, text: str) -> MatrixConfig:
     try:
         data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(path), None, None, _yaml_problem(exc)) from exc
+        raise ConfigError(str(path), None, None, yaml_problem(exc)) from exc
     top = _Checker(path, None, "", data)
     top.only({"mirror", "defaults", "kernels"})
     defaults = top.child("defaults") if "defaults" in top.data else None

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from harness.config import UniqueKeyLoader, yaml_problem
 from harness.errors import ConfigError
 
 CONDITION_KEYS = {
@@ -213,9 +214,14 @@ def _check_condition(path: Path, where: str, condition: object) -> None:
 
 def load_expectations(path: Path) -> Expectations:
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(str(path), None, None, f"cannot read: {exc}") from exc
+    try:
+        # A strategy given twice would keep only its last condition, silently.
+        data = yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), None, None, yaml_problem(exc)) from exc
     if not isinstance(data, dict):
         raise ConfigError(str(path), None, None, "expected a mapping of features")
     for feature, strategies in data.items():

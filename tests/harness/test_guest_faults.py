@@ -233,7 +233,7 @@ def test_huge_output_stays_in_the_log_and_the_evidence_is_bounded(
     proc = harness(config, results, "--suites", str(suites), pytest_args=["-s"])
     out, _ = proc.communicate(timeout=600)
     info = status(results, f"huge-{tag}")
-    assert info["status"] == "no-verdicts", info
+    assert info["status"] == "no-verdicts", (info, out)
     assert (results / f"huge-{tag}" / "pytest.log").stat().st_size > 30 * 1024 * 1024
     for name in (f"huge-{tag}/kernel.json", "matrix.json", "report.html"):
         assert (results / name).stat().st_size < 1024 * 1024, name

@@ -93,3 +93,20 @@ def test_a_string_nobody_looks_for_is_refused_in_the_expectations(tmp_path: Path
     path.write_text("fs.create:\n  create-excl: {image_string: something else}\n")
     with pytest.raises(ConfigError, match="not looked for"):
         load_expectations(path)
+
+
+def test_a_strategy_given_twice_in_the_expectations_is_refused_with_its_line(
+    tmp_path: Path,
+) -> None:
+    """PyYAML keeps the last of two keys: the first condition would vanish silently."""
+    from harness.errors import ConfigError
+    from harness.run.expectations import load_expectations
+
+    path = tmp_path / "expectations.yaml"
+    path.write_text(
+        "fs.create:\n  create-excl: {symbol: __x64_sys_fsopen}\n  mount2: {}\n  create-excl: {}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"line 4: key 'create-excl' given twice \(first on line 2\)"
+    ):
+        load_expectations(path)
