@@ -189,8 +189,13 @@ import pytest
 def test_leaves_a_daemon():
     # pytest's own output pipe (it keeps a copy of its stdout while it captures): a daemon
     # in a session of its own holding it, as a careless test's server would.
-    pipes = [int(fd) for fd in os.listdir("/proc/self/fd")
-             if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")]
+    pipes = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:  # the listing's own descriptor is gone by now
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                pipes.append(int(fd))
+        except OSError:
+            pass
     subprocess.Popen(["sleep", "86400"], stdout=pipes[0], pass_fds=pipes,
                      start_new_session=True)
 """
