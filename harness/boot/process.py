@@ -58,13 +58,14 @@ class ConsoleWatcher:
         self.events: list[tuple[str, str, float]] = []  # (event, detail, monotonic time)
         self.panic_lines: list[str] = []
         self.oops_lines: list[str] = []
+        self.log_error: OSError | None = None
         self.thread = threading.Thread(target=self._pump, daemon=True)
         self.thread.start()
 
     def _pump(self) -> None:
         for raw in iter(self.stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            self.log.write(line + "\n")
+            self._keep(line)
             self.tail.append(line)
             if self.first_line_at is None:
                 self.first_line_at = time.monotonic()
@@ -86,7 +87,19 @@ class ConsoleWatcher:
                     self.events.append((event, detail, time.monotonic()))
                 else:
                     self.on_line(said)
-        self.log.flush()
+        with contextlib.suppress(OSError):
+            self.log.flush()
+
+    def _keep(self, line: str) -> None:
+        """The line into console.log, while it can be written. A full disk stops the copy,
+        not the reading: QEMU would block on a console nobody reads, and the lines still
+        count (progress, panic); the run says what it could not write."""
+        if self.log_error is not None:
+            return
+        try:
+            self.log.write(line + "\n")
+        except OSError as exc:
+            self.log_error = exc
 
 
 def end_process_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:

@@ -16,10 +16,14 @@ from guests import REPO, fetch_kernel, our_processes, write_config
 # Works in the first run and breaks in the second: the runs' results directories differ,
 # and the test can see its own (the plugin's results file is in it).
 FLAKY = """
+import os
 import pytest
+from mountcompat import open_in_root
 
 @pytest.mark.strategy("path.resolve", "userspace")
-def test_flaky(request):
+def test_flaky(request, tmp_path):
+    (tmp_path / "file").write_text("data")
+    os.close(open_in_root(tmp_path, "file", force="userspace"))
     assert "/run-2/" not in request.config.getoption("--mountcompat-results")
 """
 
