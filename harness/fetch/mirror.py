@@ -143,7 +143,9 @@ def _debootstrap_mirror(etc_apt: Path, where: Debootstrap) -> str:
         try:
             ensure_tools((DEBOOTSTRAP,), lambda message: print(message, file=sys.stderr))
         except PrerequisiteError as exc:
-            why = f"and debootstrap, whose default would do, is missing: {exc}"
+            # One line: the prerequisite's own message spreads its command over several.
+            said = " ".join(str(exc).split())
+            why = f"and debootstrap, whose default would do, is missing ({said})"
             raise _no_mirror(etc_apt, why) from exc
     mirror = debootstrap_default(DEFAULT_SUITE, where)
     if mirror is None:

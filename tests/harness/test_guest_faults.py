@@ -184,9 +184,12 @@ LEAVES_A_DAEMON = """
 import os
 import subprocess
 import pytest
+from mountcompat import open_in_root
 
 @pytest.mark.strategy("path.resolve", "userspace")
-def test_leaves_a_daemon():
+def test_leaves_a_daemon(tmp_path):
+    (tmp_path / "file").write_text("data")
+    os.close(open_in_root(tmp_path, "file", force="userspace"))
     # pytest's own output pipe (it keeps a copy of its stdout while it captures): a daemon
     # in a session of its own holding it, as a careless test's server would.
     pipes = []
