@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UnreadableResult, UsageError
 from harness.files import load_json_object, locked, read_json_object, write_json, write_text
-from harness.report import history
+from harness.report import history, inputs
 from harness.report.collect import build_matrix, find_kernel_dirs
 from harness.report.render import render_report
 from harness.run.expectations import load_expectations
@@ -160,8 +158,7 @@ def validate(matrix: dict[str, Any]) -> None:
     here, said at once rather than found by a reader."""
     import jsonschema
 
-    schema = json.loads(resources.files("harness").joinpath("report", "schema.json").read_text())
-    jsonschema.validate(matrix, schema)
+    jsonschema.validate(matrix, inputs.matrix_schema())
 
 
 def surprise_lines(matrix: dict[str, Any]) -> list[str]:

@@ -12,11 +12,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 from reportdata import kernel_dir
 
 REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "harness" / "report" / "schema.json").read_text())
 
 
 def report(*dirs: Path) -> subprocess.CompletedProcess[str]:
@@ -90,6 +93,83 @@ def test_a_damaged_file_is_named_and_its_kernel_unreadable(tmp_path: Path, case:
     victim_cells = {c["outcome"] for c in matrix["cells"] if c["kernel"] == "victim"}
     assert victim_cells == {"not-run"}
     assert any(str(victim) in p for p in matrix["problems"])
+    assert str(victim) in (root / "report.html").read_text()
+
+
+def _set(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _cell(field: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda o: o["cells"][0].update({field: value})
+
+
+def _test_verdict(o: dict[str, Any]) -> None:
+    o["cells"][0]["tests"][0]["verdict"] = "passed"
+
+
+def _package_sha(k: dict[str, Any]) -> None:
+    k["packages"][0]["sha256"] = "not a digest"
+
+
+# Values the matrix's schema does not allow where the report puts them: (file, change, the
+# field as the line must name it).
+BAD_VALUES: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
+    "cell outcome fails": ("outcomes.json", _cell("outcome", "fails"), "$.cells[0].outcome"),
+    "kernel status bogus": ("kernel.json", lambda k: k.update(status="bogus"), "$.status"),
+    "test verdict passed": ("outcomes.json", _test_verdict, "$.cells[0].tests[0].verdict"),
+    "errno a string": ("outcomes.json", _cell("errno", "ENOSYS"), "$.cells[0].errno"),
+    "arch riscv64": ("kernel.json", lambda k: k.update(arch="riscv64"), "$.arch"),
+    "accelerator hvf": ("kernel.json", lambda k: k.update(accelerator="hvf"), "$.accelerator"),
+    "package sha256": ("kernel.json", _package_sha, "$.packages[0].sha256"),
+    "timeline without seconds": (
+        "kernel.json",
+        lambda k: k.update(timeline=[{"event": "guest-exit"}]),
+        "$.timeline[0]",
+    ),
+    "default a list": (
+        "outcomes.json",
+        lambda o: o.update(defaults={"mount.api": ["fsmount"]}),
+        "$.defaults['mount.api']",
+    ),
+    "a feature without strategies": (
+        "outcomes.json",
+        lambda o: o["features"][0].update(strategies=[]),
+        "$.features[0].strategies",
+    ),
+    "symbols a number": ("facts.json", lambda f: f.update(symbols=5), "$.symbols"),
+    "tags a number": ("kernel.json", lambda k: k.update(tags=5), "$.tags"),
+    "command a number": ("kernel.json", lambda k: k.update(command=5), "$.command"),
+    "provenance a string": ("kernel.json", lambda k: k.update(provenance="x"), "$.provenance"),
+    "scratch without fstype": (
+        "guest.json",
+        lambda g: g.update(scratch={"path": "/s"}),
+        "$.scratch",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VALUES))
+def test_a_value_outside_the_schema_names_file_and_field(tmp_path: Path, case: str) -> None:
+    """A value the matrix's schema refuses (issue 21: "fails", "bogus") is one line naming
+    the file and the field; the kernel is unreadable and the rest is reported, exit 1."""
+    root = results(tmp_path)
+    name, change, field = BAD_VALUES[case]
+    victim = root / "victim" / name
+    _set(victim, change)
+    done = report(root)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if str(victim) in line]
+    assert line.startswith(f"unreadable: {victim}: field {field}"), line
+    matrix = json.loads((root / "matrix.json").read_text())
+    jsonschema.validate(matrix, SCHEMA)
+    statuses = {k["name"]: k["status"] for k in matrix["kernels"]}
+    assert statuses == {"good": "ok", "victim": "unreadable"}, statuses
+    assert {c["outcome"] for c in matrix["cells"] if c["kernel"] == "good"} >= {"works"}
+    assert line.removeprefix("unreadable: ") in matrix["problems"]
     assert str(victim) in (root / "report.html").read_text()
 
 

@@ -1,0 +1,168 @@
+"""What the report accepts from the files it reads, checked before a value of them is used.
+
+Each check is derived from matrix.json's own schema (harness/report/schema.json): a value that
+the report copies into the matrix must already be one the matrix's schema allows there (a
+kernel status, a cell outcome, a test verdict, a package's sha256...). A value outside it names
+its file and its field (a JSON path) in one line, as an :class:`UnreadableResult`; the kernel
+is then unreadable and the report is built for the rest, instead of failing at the end on the
+whole matrix with no report at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from harness.errors import UnreadableResult
+
+# Keys of kernel.json that the report copies into a kernel of matrix.json as they are.
+KERNEL_COPIED = ("name", "status", "arch", "accelerator", "evidence", "timeline", "run_id")
+# Keys of a cell of outcomes.json that become its evidence in matrix.json.
+EVIDENCE_COPIED = ("tests", "errno", "errname", "message", "limits", "path")
+SHOWN = 300  # characters of a refused value's description
+
+
+@functools.cache
+def matrix_schema() -> dict[str, Any]:
+    text = resources.files("harness").joinpath("report", "schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _strings() -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "string"}}
+
+
+@functools.cache
+def kernel_file() -> dict[str, Any]:
+    """kernel.json, as far as the matrix takes its values."""
+    kernel = matrix_schema()["$defs"]["kernel"]["properties"]
+    packages = json.loads(json.dumps(kernel["packages"]))
+    packages["items"]["properties"]["version"] = {"type": "string"}
+    return {
+        "type": "object",
+        "required": ["name", "status"],
+        "properties": {
+            **{key: kernel[key] for key in KERNEL_COPIED},
+            "packages": packages,
+            "upstream_release": kernel["upstream_release"],
+            "tags": _strings(),
+            # Not constrained by the matrix's schema, but read as these by the report.
+            "command": {"anyOf": [_strings(), {"type": "null"}]},
+            "provenance": {
+                "type": ["object", "null"],
+                "properties": {"library": {"type": ["object", "null"]}},
+            },
+        },
+    }
+
+
+@functools.cache
+def outcomes_file() -> dict[str, Any]:
+    """outcomes.json, as far as the matrix takes its values."""
+    top = matrix_schema()["properties"]
+    cell = matrix_schema()["$defs"]["cell"]["properties"]
+    evidence = cell["evidence"]["properties"]
+    default = top["defaults"]["items"]["properties"]
+    return {
+        "type": "object",
+        "required": ["cells"],
+        "properties": {
+            "features": top["features"],
+            "cells": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["feature", "strategy", "outcome"],
+                    "properties": {
+                        "feature": {"type": "string"},
+                        "strategy": {"type": "string"},
+                        "outcome": cell["outcome"],
+                        "backings": cell["backings"],
+                        **{key: evidence[key] for key in EVIDENCE_COPIED},
+                    },
+                },
+            },
+            "tests": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["nodeid"],
+                    "properties": {
+                        "records": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+            "defaults": {
+                "type": "object",
+                "additionalProperties": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "strategy": default["strategy"],
+                                "by_backing": default["by_backing"],
+                            },
+                        },
+                    ]
+                },
+            },
+            "selection": {"type": "object"},
+            "witness": {"type": ["string", "null"]},
+        },
+    }
+
+
+FACTS_FILE: dict[str, Any] = {"type": "object", "properties": {"symbols": _strings()}}
+GUEST_FILE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "scratch": {
+            "type": ["object", "null"],
+            "required": ["fstype", "path"],
+            "properties": {"fstype": {"type": "string"}, "path": {"type": "string"}},
+        },
+    },
+}
+
+
+def errors(data: Any, schema: dict[str, Any]) -> list[jsonschema.ValidationError]:
+    """Every place where ``data`` leaves ``schema``, in the order of the document."""
+    found = jsonschema.Draft202012Validator(schema).iter_errors(data)
+    return sorted(
+        found,
+        key=lambda e: [
+            (0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.absolute_path
+        ],
+    )
+
+
+def in_words(error: jsonschema.ValidationError) -> str:
+    """One line: the field, as a JSON path, and what is wrong with its value."""
+    message = " ".join(error.message.split())
+    if len(message) > SHOWN:
+        message = message[: SHOWN - 3] + "..."
+    return f"field {error.json_path}: {message}"
+
+
+def fitting(
+    path: Path, data: dict[str, Any], schema: dict[str, Any], problems: list[str]
+) -> dict[str, Any]:
+    """``data`` without the top-level keys that do not fit ``schema``, each of them named in
+    ``problems`` once: what can still be read of a damaged file (a kernel's name, its
+    packages) is kept for the report's column, which says the kernel is unreadable."""
+    found = errors(data, schema)
+    if not found:
+        return data
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    problems.append(str(UnreadableResult(path, in_words(found[0]) + more)))
+    if any(not e.absolute_path for e in found):
+        return {}  # the document as a whole does not fit
+    bad = {e.absolute_path[0] for e in found}
+    return {key: value for key, value in data.items() if key not in bad}
