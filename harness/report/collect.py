@@ -106,16 +106,37 @@ def load_kernel_dir(path: Path) -> KernelDir | None:
             k.problems.append(str(exc))
             return None
 
-    def fitting(name: str, schema: dict[str, Any], required: tuple[str, ...] = ()) -> Any:
-        """A JSON file whose values the matrix takes: what fits its schema."""
-        data = noted(lambda: load_json_object(path / name, required))
+    def fitting(
+        name: str,
+        schema: dict[str, Any],
+        required: tuple[str, ...] = (),
+        first: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> Any:
+        """A JSON file whose values the matrix takes: what fits its schema (``first``, a check
+        of the file's own schema, before anything else)."""
+
+        def read() -> dict[str, Any] | None:
+            data = load_json_object(path / name)
+            if data is None:
+                return None
+            if first is not None:
+                first(path / name, data)
+            missing = [key for key in required if key not in data]
+            if missing:
+                raise UnreadableResult(path / name, f"missing {', '.join(missing)}")
+            return data
+
+        data = noted(read)
         return inputs.fitting(path / name, data, schema, k.problems) if data else data
 
     k.kernel = fitting("kernel.json", inputs.kernel_file(), ("name", "status")) or {}
     if not (path / "kernel.json").exists():
         k.problems.append(f"{path / 'kernel.json'}: missing")
     k.guest = fitting("guest.json", inputs.GUEST_FILE) or {}
-    k.outcomes = fitting("outcomes.json", inputs.outcomes_file(), ("cells",)) or {}
+    k.outcomes = (
+        fitting("outcomes.json", inputs.outcomes_file(), ("cells",), inputs.check_outcomes_schema)
+        or {}
+    )
     k.facts = fitting("facts.json", inputs.FACTS_FILE) or {}
     k.strings = noted(lambda: load_json_object(path / "strings.json"))
     k.failed_tests = noted(lambda: _failed_tests(path / "junit.xml")) or []

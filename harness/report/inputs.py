@@ -6,6 +6,11 @@ kernel status, a cell outcome, a test verdict, a package's sha256...). A value o
 its file and its field (a JSON path) in one line, as an :class:`UnreadableResult`; the kernel
 is then unreadable and the report is built for the rest, instead of failing at the end on the
 whole matrix with no report at all.
+
+The result files and their schemas: outcomes.json names its own (``schema``: 1, written by
+mountcompat.testing.plugin), checked by :func:`check_outcomes_schema`; kernel.json, guest.json
+and facts.json name none: their fields have only been added to, never changed in meaning,
+and each value is checked here.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import jsonschema
 
 from harness.errors import UnreadableResult
 
+# The only schema of outcomes.json ever written (mountcompat/testing/plugin.py).
+OUTCOMES_SCHEMA = 1
 # Keys of kernel.json that the report copies into a kernel of matrix.json as they are.
 KERNEL_COPIED = ("name", "status", "arch", "accelerator", "evidence", "timeline", "run_id")
 # Keys of a cell of outcomes.json that become its evidence in matrix.json.
@@ -166,3 +173,28 @@ def fitting(
         return {}  # the document as a whole does not fit
     bad = {e.absolute_path[0] for e in found}
     return {key: value for key, value in data.items() if key not in bad}
+
+
+def check_outcomes_schema(path: Path, data: dict[str, Any]) -> None:
+    """outcomes.json names its schema: 1, the only one the plugin has written. Any other is
+    refused, since no conversion from it is defined. A file of schema 1 without ``witness``
+    is refused too: the number was never raised, but since commit 581c8f5 (2026-12-01) a
+    ``works`` verdict needs every attempt to follow the strategy's own path, with the kernel's
+    trace agreeing where it has one, and every file since names that ``witness``. An older
+    file's ``works`` cannot be told apart from one that would now be ``broken``, so it is
+    not converted."""
+    expected = f"this report reads outcomes schema {OUTCOMES_SCHEMA}"
+    if "schema" not in data:
+        raise UnreadableResult(path, f"field $.schema: missing (no schema named); {expected}")
+    schema = data["schema"]
+    if schema != OUTCOMES_SCHEMA or isinstance(schema, bool):
+        raise UnreadableResult(
+            path, f"field $.schema: outcomes schema {json.dumps(schema)[:40]}; {expected}"
+        )
+    if "witness" not in data:
+        raise UnreadableResult(
+            path,
+            f"field $.witness: missing: outcomes schema {OUTCOMES_SCHEMA} as written before "
+            "commit 581c8f5 (2026-12-01), whose works verdicts were not checked against the "
+            f"strategy's path; {expected} as written since, with its witness",
+        )

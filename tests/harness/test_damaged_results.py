@@ -173,6 +173,73 @@ def test_a_value_outside_the_schema_names_file_and_field(tmp_path: Path, case: s
     assert str(victim) in (root / "report.html").read_text()
 
 
+def _without(key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda data: data.pop(key)
+
+
+# outcomes.json of another schema than 1, or of schema 1 as written before works needed its
+# path (no witness): (change, the line's field and the schema it must name).
+OTHER_OUTCOMES: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "schema 0": (lambda o: o.update(schema=0), "field $.schema: outcomes schema 0;"),
+    "schema 2": (lambda o: o.update(schema=2), "field $.schema: outcomes schema 2;"),
+    "schema '1'": (lambda o: o.update(schema="1"), 'field $.schema: outcomes schema "1";'),
+    "schema true": (lambda o: o.update(schema=True), "field $.schema: outcomes schema true;"),
+    "no schema": (_without("schema"), "field $.schema: missing (no schema named);"),
+    "schema 1 before the path rule": (
+        _without("witness"),
+        "field $.witness: missing: outcomes schema 1 as written before commit 581c8f5",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OTHER_OUTCOMES))
+def test_outcomes_of_another_schema_are_refused_by_name(tmp_path: Path, case: str) -> None:
+    """Issue 21: outcomes of another schema were read as if current. Now the file is named
+    with its schema and the one the report reads, and its kernel is unreadable."""
+    root = results(tmp_path)
+    change, words = OTHER_OUTCOMES[case]
+    victim = root / "victim" / "outcomes.json"
+    _set(victim, change)
+    done = report(root)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if str(victim) in line]
+    assert line.startswith(f"unreadable: {victim}: {words}"), line
+    assert "this report reads outcomes schema 1" in line
+    matrix = json.loads((root / "matrix.json").read_text())
+    statuses = {k["name"]: k["status"] for k in matrix["kernels"]}
+    assert statuses == {"good": "ok", "victim": "unreadable"}, statuses
+    assert {c["outcome"] for c in matrix["cells"] if c["kernel"] == "victim"} == {"not-run"}
+
+
+def test_the_plugin_writes_the_outcomes_the_report_reads(tmp_path: Path) -> None:
+    """The contract between writer and reader: outcomes.json as the suites' plugin really
+    writes it passes every check of the report (its schema, its witness, every value)."""
+    from harness.report import inputs
+
+    (tmp_path / "test_one.py").write_text(
+        "import pytest\n\n"
+        '@pytest.mark.strategy("mount.api", "fsmount")\n'
+        "def test_never_used():\n"
+        "    pass\n"
+    )
+    out = tmp_path / "outcomes.json"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
+            *("-p", "mountcompat.testing.plugin", f"--mountcompat-results={out}", "test_one.py"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    data = json.loads(out.read_text())
+    inputs.check_outcomes_schema(out, data)
+    assert inputs.errors(data, inputs.outcomes_file()) == []
+    assert data["schema"] == inputs.OUTCOMES_SCHEMA
+
+
 def test_a_damaged_previous_matrix_is_named(tmp_path: Path) -> None:
     root = results(tmp_path)
     assert report(root).returncode == 0
