@@ -168,7 +168,11 @@ def _baseline(path: Path, problems: list[str], not_used: list[str]) -> dict[str,
         )
         not_used.append(f"{path}: {said}, so no changes since the last run are shown")
         return None
-    return data
+    try:
+        return inputs.check(path, data, inputs.baseline_file())
+    except UnreadableResult as exc:
+        problems.append(str(exc))
+        return None
 
 
 def _history(

@@ -21,6 +21,7 @@ from typing import Any
 
 from harness.errors import UnreadableResult
 from harness.files import load_json_object
+from harness.report import inputs
 from harness.report.collect import SCHEMA
 
 FILE = "history.json"
@@ -80,11 +81,7 @@ def load(path: Path) -> list[dict[str, Any]]:
     schema = data.get("schema", SCHEMA)
     if schema != SCHEMA or isinstance(schema, bool):
         raise OtherSchema(path, schema)
-    runs = data["runs"]
-    if not isinstance(runs, list) or not all(
-        isinstance(r, dict) and {"id", "kernels", "cells"} <= set(r) for r in runs
-    ):
-        raise UnreadableResult(path, "runs is not a list of runs with id, kernels and cells")
+    runs: list[dict[str, Any]] = inputs.check(path, data, inputs.history_file())["runs"]
     return runs
 
 

@@ -139,6 +139,74 @@ GUEST_FILE: dict[str, Any] = {
 }
 
 
+@functools.cache
+def baseline_file() -> dict[str, Any]:
+    """previous-matrix.json of this schema, as far as the comparison reads it (a matrix of an
+    earlier revision of schema 2 lacks keys added since, which the comparison does not read)."""
+    outcome = matrix_schema()["$defs"]["cell"]["properties"]["outcome"]
+    return {
+        "type": "object",
+        "required": ["cells", "kernels"],
+        "properties": {
+            "generated": {"type": ["string", "null"]},
+            "cells": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["kernel", "feature", "strategy", "outcome"],
+                    "properties": {
+                        **{key: {"type": "string"} for key in ("kernel", "feature", "strategy")},
+                        "outcome": outcome,
+                    },
+                },
+            },
+            "kernels": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "packages": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+            },
+        },
+    }
+
+
+@functools.cache
+def history_file() -> dict[str, Any]:
+    """history.json of this schema: what history.analyse reads of each run."""
+    outcome = matrix_schema()["$defs"]["cell"]["properties"]["outcome"]
+    return {
+        "type": "object",
+        "required": ["runs"],
+        "properties": {
+            "runs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "generated", "kernels", "cells"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "generated": {"type": "string"},
+                        "kernels": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "required": ["sha256"],
+                                "properties": {"sha256": {"type": "array"}},
+                            },
+                        },
+                        "cells": {"type": "object", "additionalProperties": outcome},
+                    },
+                },
+            },
+        },
+    }
+
+
 def errors(data: Any, schema: dict[str, Any]) -> list[jsonschema.ValidationError]:
     """Every place where ``data`` leaves ``schema``, in the order of the document."""
     found = jsonschema.Draft202012Validator(schema).iter_errors(data)
@@ -156,6 +224,16 @@ def in_words(error: jsonschema.ValidationError) -> str:
     if len(message) > SHOWN:
         message = message[: SHOWN - 3] + "..."
     return f"field {error.json_path}: {message}"
+
+
+def check(path: Path, data: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``data`` as it is if it fits ``schema``; else an UnreadableResult naming the file and
+    the first field that does not (and how many more)."""
+    found = errors(data, schema)
+    if not found:
+        return data
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    raise UnreadableResult(path, in_words(found[0]) + more)
 
 
 def fitting(

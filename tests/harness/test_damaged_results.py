@@ -249,6 +249,72 @@ def test_a_damaged_previous_matrix_is_named(tmp_path: Path) -> None:
     assert "previous-matrix.json" in done.stderr
 
 
+def _first_cell(m: dict[str, Any]) -> None:
+    m["cells"][0] = {"kernel": "good"}
+
+
+def _kernel_without_digests(h: dict[str, Any]) -> None:
+    h["runs"][0]["kernels"]["good"] = {"version": "6.12"}
+
+
+# previous-matrix.json and history.json of this schema whose parts the comparison and the
+# history read are of the wrong shape: (file, change, the field the line names).
+BAD_BASELINES: dict[str, tuple[str, Callable[[dict[str, Any]], None], str]] = {
+    "baseline cell without outcome": ("previous-matrix.json", _first_cell, "$.cells[0]"),
+    "baseline kernels a dict": (
+        "previous-matrix.json",
+        lambda m: m.update(kernels={"good": {}}),
+        "$.kernels",
+    ),
+    "baseline kernel name a list": (
+        "previous-matrix.json",
+        lambda m: m["kernels"][0].update(name=["good"]),
+        "$.kernels[0].name",
+    ),
+    "history cells a list": (
+        "history.json",
+        lambda h: h["runs"][0].update(cells=[]),
+        "$.runs[0].cells",
+    ),
+    "history kernel without sha256": (
+        "history.json",
+        _kernel_without_digests,
+        "$.runs[0].kernels.good",
+    ),
+    "history outcome 5": (
+        "history.json",
+        lambda h: h["runs"][0]["cells"].update({"good mounts.list/mountinfo": 5}),
+        "$.runs[0].cells['good mounts.list/mountinfo']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BASELINES))
+def test_a_baseline_or_history_of_the_wrong_shape_is_named(tmp_path: Path, case: str) -> None:
+    """Of the right schema but the wrong shape, they gave a TypeError or KeyError traceback
+    and no report. Now: one line naming the file and the field, not used (the history set
+    aside as .damaged), the report built, exit 1 as for any damaged file."""
+    root = results(tmp_path)
+    assert report(root).returncode == 0
+    name, change, field = BAD_BASELINES[case]
+    victim = root / name
+    if name == "previous-matrix.json":
+        victim.write_text((root / "matrix.json").read_text())
+    else:  # an earlier run, kept (this run's own entry is replaced, damaged or not)
+        _set(victim, lambda h: h["runs"].insert(0, {**h["runs"][0], "id": "earlier"}))
+    _set(victim, change)
+    done = report(root)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if str(victim) in line]
+    assert line.startswith(f"unreadable: {victim}: field {field}"), line
+    matrix = json.loads((root / "matrix.json").read_text())
+    assert {k["name"]: k["status"] for k in matrix["kernels"]} == {"good": "ok", "victim": "ok"}
+    assert matrix["comparison"]["previous"] is None or name == "history.json"
+    if name == "history.json":
+        assert (root / "history.json.damaged").exists() and matrix["history"]["runs"] == 1
+
+
 def test_two_report_builds_at_once(tmp_path: Path) -> None:
     """Eight builds into the same directory at the same moment: each succeeds, and what is
     left is one whole matrix.json with the report.html written from it."""
