@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((REPO / "harness" / "report" / "schema.json").read_text())
 
 
-def report(*dirs: Path) -> subprocess.CompletedProcess[str]:
+def report(*args: Path | str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harness.report", *map(str, dirs)],
+        [sys.executable, "-m", "harness.report", *map(str, args)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -313,6 +313,39 @@ def test_a_baseline_or_history_of_the_wrong_shape_is_named(tmp_path: Path, case:
     assert matrix["comparison"]["previous"] is None or name == "history.json"
     if name == "history.json":
         assert (root / "history.json.damaged").exists() and matrix["history"]["runs"] == 1
+
+
+def test_a_summary_into_a_missing_directory_makes_it(tmp_path: Path) -> None:
+    """Issue 21: --summary into a directory that did not exist was a FileNotFoundError
+    traceback. Its parents are made, as --out's always were."""
+    root = results(tmp_path)
+    summary = tmp_path / "ci" / "job" / "summary.md"
+    done = report(root, "--summary", str(summary))
+    assert done.returncode == 0, done.stderr
+    assert "| victim |" in summary.read_text()
+
+
+@pytest.mark.parametrize(
+    ("option", "where", "said"),
+    [
+        ("--summary", "afile/summary.md", "--summary {tmp}/afile: cannot make it a directory: "),
+        ("--summary", "adir", "--summary {tmp}/adir: is a directory"),
+        ("--out", "afile/out", "--out {tmp}/afile/out: cannot make it a directory: "),
+    ],
+)
+def test_a_summary_or_out_that_cannot_be_is_one_line(
+    tmp_path: Path, option: str, where: str, said: str
+) -> None:
+    """A path that cannot become the summary or the output directory (a file in the way, a
+    directory where the summary goes) is one line before anything is built, exit 2."""
+    root = results(tmp_path)
+    (tmp_path / "afile").write_text("in the way")
+    (tmp_path / "adir").mkdir()
+    done = report(root, option, str(tmp_path / where))
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: " + said.format(tmp=tmp_path)), line
+    assert not (root / "matrix.json").exists()
 
 
 def test_two_report_builds_at_once(tmp_path: Path) -> None:
