@@ -7,10 +7,12 @@ its file and its field (a JSON path) in one line, as an :class:`UnreadableResult
 is then unreadable and the report is built for the rest, instead of failing at the end on the
 whole matrix with no report at all.
 
-The result files and their schemas: outcomes.json names its own (``schema``: 1, written by
-mountcompat.testing.plugin), checked by :func:`check_outcomes_schema`; kernel.json, guest.json
-and facts.json name none: their fields have only been added to, never changed in meaning,
-and each value is checked here.
+The files and their schemas (docs/results-schema.md, "The files it is built from"):
+outcomes.json names its own (``schema``: 1, written by mountcompat.testing.plugin), checked by
+:func:`check_outcomes_schema`; kernel.json, guest.json and facts.json name none (their keys
+have only been added to), and each value is checked here. previous-matrix.json and
+history.json carry the matrix's schema, which harness.report checks before
+:func:`baseline_file` and :func:`history_file` check their shape.
 """
 
 from __future__ import annotations
