@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from harness.errors import UnreadableResult, UsageError
 from harness.files import load_json_object, locked, read_json_object, write_json, write_text
-from harness.report import history
-from harness.report.collect import build_matrix, find_kernel_dirs
+from harness.report import history, inputs
+from harness.report.collect import SCHEMA, build_matrix, find_kernel_dirs
 from harness.report.render import render_report
 from harness.run.expectations import load_expectations
 
@@ -123,7 +123,8 @@ def write_report(
         # The run's facts: from the output directory, else from the roots.
         own = _read_optional(out_dir / "run.json", problems) if out_dir not in roots else None
         run = own or merged_run(root_runs)
-        previous = _read_optional(out_dir / "previous-matrix.json", problems)
+        not_used: list[str] = []
+        previous = _baseline(out_dir / "previous-matrix.json", problems, not_used)
         matrix = build_matrix(
             find_kernel_dirs(roots, problems),
             load_expectations(expectations_path),
@@ -132,22 +133,67 @@ def write_report(
             previous,
             problems,
         )
-        runs = _history(history_from or out_dir / history.FILE, problems)
+        runs = _history(history_from or out_dir / history.FILE, out_dir, problems, not_used)
         runs = history.extended(runs, history.run_entry(matrix), history_size)
         matrix["history"] = history.summary(runs)
         matrix["problems"] = problems + [p for p in matrix["problems"] if p not in problems]
+        matrix["not_used"] = not_used
         validate(matrix)
-        write_json(out_dir / history.FILE, {"size": history_size, "runs": runs})
+        write_json(
+            out_dir / history.FILE,
+            {"schema": SCHEMA, "size": history_size, "runs": runs},
+        )
         write_json(out_dir / "matrix.json", matrix)
         write_text(out_dir / "report.html", render_report(matrix, out_dir))
     return matrix
 
 
-def _history(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+def _schema_words(schema: object) -> str:
+    return f"matrix schema {json.dumps(schema)[:40]}; this report writes schema {SCHEMA}"
+
+
+def _baseline(path: Path, problems: list[str], not_used: list[str]) -> dict[str, Any] | None:
+    """The previous matrix, the baseline of "changed since the last run": none if there is
+    none, if it is damaged (named in ``problems``), or if it is of another schema (named in
+    ``not_used``: its outcomes are not comparable, and no conversion is defined)."""
+    data = _read_optional(path, problems)
+    if data is None:
+        return None
+    schema = data.get("schema")
+    if schema != SCHEMA or isinstance(schema, bool):
+        said = (
+            _schema_words(schema)
+            if "schema" in data
+            else f"no schema; this report writes schema {SCHEMA}"
+        )
+        not_used.append(f"{path}: {said}, so no changes since the last run are shown")
+        return None
+    try:
+        return inputs.check(path, data, inputs.baseline_file())
+    except UnreadableResult as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _history(
+    path: Path, out_dir: Path, problems: list[str], not_used: list[str]
+) -> list[dict[str, Any]]:
     """The runs so far; a damaged file is named and kept aside (never overwritten), and the
-    history starts again from this run."""
+    history starts again from this run. So does a history of another schema, named in
+    ``not_used``: it is set aside only where this build would overwrite it."""
     try:
         return history.load(path)
+    except history.OtherSchema as exc:
+        kept = path
+        if path.resolve() == (out_dir / history.FILE).resolve():
+            tag = re.sub(r"[^A-Za-z0-9.-]", "_", json.dumps(exc.schema))[:20]
+            kept = path.with_name(f"{path.name}.schema-{tag}")
+            path.rename(kept)
+        not_used.append(
+            f"{path}: {_schema_words(exc.schema)}, so the history starts again with this run "
+            f"(the old one is kept as {kept})"
+        )
+        return []
     except UnreadableResult as exc:
         problems.append(str(exc))
         if path.exists():
@@ -160,8 +206,7 @@ def validate(matrix: dict[str, Any]) -> None:
     here, said at once rather than found by a reader."""
     import jsonschema
 
-    schema = json.loads(resources.files("harness").joinpath("report", "schema.json").read_text())
-    jsonschema.validate(matrix, schema)
+    jsonschema.validate(matrix, inputs.matrix_schema())
 
 
 def surprise_lines(matrix: dict[str, Any]) -> list[str]:
@@ -209,6 +254,11 @@ def problem_lines(matrix: dict[str, Any]) -> list[str]:
     return list(matrix.get("problems", []))
 
 
+def not_used_lines(matrix: dict[str, Any]) -> list[str]:
+    """A previous matrix or a history the report found and did not use (another schema)."""
+    return list(matrix.get("not_used", []))
+
+
 INCOMPLETE = ("ok",)
 
 
@@ -244,6 +294,9 @@ def markdown_summary(matrix: dict[str, Any]) -> str:
     if matrix["problems"]:
         lines += ["", "**Damaged result files:**", ""]
         lines += [f"- `{p}`" for p in matrix["problems"]]
+    if matrix.get("not_used"):
+        lines += ["", "**Not used (another schema):**", ""]
+        lines += [f"- `{line}`" for line in matrix["not_used"]]
     changes = matrix.get("history", {}).get("kernel_changes", [])
     if changes:
         last = changes[-1]

@@ -3,7 +3,8 @@
 DIRs are results directories (or single kernel directories), possibly from other machines;
 for a kernel present in several, the last one given wins. Exit status: 0; 1 when a result
 file is damaged (named on stderr, its kernel shown as unreadable) or, with
---require-complete, a kernel did not complete; 2 for a usage error, or directories of
+--require-complete, a kernel did not complete; 2 for a usage error (an --out or --summary
+that cannot be made: their missing parent directories are made), or directories of
 different runs merged without --allow-mixed; 5 for surprises.
 """
 
@@ -12,6 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+import jsonschema
 
 from harness.errors import HarnessError
 from harness.report import (
@@ -22,6 +26,34 @@ from harness.report import (
 )
 from harness.report.publish import READER_FILES, publish_site
 from harness.run.exits import matrix_exit
+
+
+def _unusable_paths(out: Path, summary: Path | None) -> str | None:
+    """Where the report and the summary go, made directories with their parents before
+    anything is built (as the output directory always was); else why one cannot be."""
+    for option, directory in [("--out", out), ("--summary", summary.parent if summary else None)]:
+        if directory is None:
+            continue
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"{option} {directory}: cannot make it a directory: {exc.strerror}"
+    if summary is not None and summary.is_dir():
+        return f"--summary {summary}: is a directory"
+    return None
+
+
+def _write_summary(path: Path, matrix: dict[str, Any], absent: list[str]) -> bool:
+    """The Markdown summary, with a line for each expected kernel that left no results."""
+    text = markdown_summary(matrix) + "".join(
+        f"\n**No results at all for kernel {name}** (its job left none)\n" for name in absent
+    )
+    try:
+        path.write_text(text)  # not atomic: it may be a pipe or /dev/stdout
+    except OSError as exc:
+        print(f"error: --summary {path}: cannot write: {exc.strerror}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--summary",
         type=Path,
-        help="also write a Markdown summary here (a CI job summary, say)",
+        help="also write a Markdown summary here (a CI job summary, say; missing parent "
+        "directories are made)",
     )
     p.add_argument(
         "--expect",
@@ -91,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: no such directory: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
+    unusable = _unusable_paths(out, args.summary)
+    if unusable:
+        print(f"error: {unusable}", file=sys.stderr)
+        return 2
     try:
         matrix = write_report(
             dirs,
@@ -103,10 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
+    except jsonschema.ValidationError as exc:
+        # The inputs are checked as they are read (harness/report/inputs.py): a matrix that
+        # still does not fit its schema is the report's own bug, said in one line.
+        print(
+            f"error: {out / 'matrix.json'}: field {exc.json_path}: {exc.message[:300]} "
+            "(a bug in the report: the matrix does not fit harness/report/schema.json; "
+            "nothing written)",
+            file=sys.stderr,
+        )
+        return 1
     totals = ", ".join(f"{n} {o}" for o, n in matrix["totals"].items())
     print(f"{out / 'report.html'}: {len(matrix['kernels'])} kernels, {totals}")
-    if args.summary:
-        args.summary.write_text(markdown_summary(matrix))
+    present = {k["name"] for k in matrix["kernels"]}
+    absent = [name for name in args.expect if name not in present]
+    if args.summary and not _write_summary(args.summary, matrix, absent):
+        return 1
     if args.publish:
         try:
             copied = publish_site(out, matrix, args.publish)
@@ -121,15 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if browser_main([str(out / "report.html")]) != 0:
             return 1
-    present = {k["name"] for k in matrix["kernels"]}
-    absent = [name for name in args.expect if name not in present]
     incomplete = [k["name"] for k in matrix["kernels"] if k["status"] != "ok" and not k["host"]]
     incomplete += absent
     for name in absent:
         print(f"no results at all for kernel {name}", file=sys.stderr)
-        if args.summary:
-            with args.summary.open("a") as summary:
-                summary.write(f"\n**No results at all for kernel {name}** (its job left none)\n")
     return matrix_exit(
         matrix,
         incomplete,

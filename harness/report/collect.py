@@ -22,6 +22,7 @@ from xml.etree import ElementTree
 from harness.errors import UnreadableResult
 from harness.evidence import bounded
 from harness.files import load_json_object, read_json_object
+from harness.report import inputs
 from harness.run.expectations import Expectations, KernelFacts, parse_config
 from harness.run.judging import is_surprise, judge_default, upstream_version
 
@@ -92,13 +93,6 @@ def _failed_tests(path: Path) -> list[dict[str, str]]:
     return failed
 
 
-def _shaped(data: dict[str, Any] | None, path: Path, key: str, kind: type) -> None:
-    if data is not None and key in data and not isinstance(data[key], kind):
-        raise UnreadableResult(
-            path, f"{key} is a {type(data[key]).__name__}, not a {kind.__name__}"
-        )
-
-
 def load_kernel_dir(path: Path) -> KernelDir | None:
     """A kernel's results, every damaged file named in ``problems``; None for a directory
     that holds no kernel results at all."""
@@ -113,12 +107,38 @@ def load_kernel_dir(path: Path) -> KernelDir | None:
             k.problems.append(str(exc))
             return None
 
-    k.kernel = noted(lambda: load_json_object(path / "kernel.json", ("name", "status"))) or {}
+    def fitting(
+        name: str,
+        schema: dict[str, Any],
+        required: tuple[str, ...] = (),
+        first: Callable[[Path, dict[str, Any]], None] | None = None,
+    ) -> Any:
+        """A JSON file whose values the matrix takes: what fits its schema (``first``, a check
+        of the file's own schema, before anything else)."""
+
+        def read() -> dict[str, Any] | None:
+            data = load_json_object(path / name)
+            if data is None:
+                return None
+            if first is not None:
+                first(path / name, data)
+            missing = [key for key in required if key not in data]
+            if missing:
+                raise UnreadableResult(path / name, f"missing {', '.join(missing)}")
+            return data
+
+        data = noted(read)
+        return inputs.fitting(path / name, data, schema, k.problems) if data else data
+
+    k.kernel = fitting("kernel.json", inputs.kernel_file(), ("name", "status")) or {}
     if not (path / "kernel.json").exists():
         k.problems.append(f"{path / 'kernel.json'}: missing")
-    k.guest = noted(lambda: load_json_object(path / "guest.json")) or {}
-    k.outcomes = noted(lambda: _outcomes(path / "outcomes.json")) or {}
-    k.facts = noted(lambda: load_json_object(path / "facts.json")) or {}
+    k.guest = fitting("guest.json", inputs.GUEST_FILE) or {}
+    k.outcomes = (
+        fitting("outcomes.json", inputs.outcomes_file(), ("cells",), inputs.check_outcomes_schema)
+        or {}
+    )
+    k.facts = fitting("facts.json", inputs.FACTS_FILE) or {}
     k.strings = noted(lambda: load_json_object(path / "strings.json"))
     k.failed_tests = noted(lambda: _failed_tests(path / "junit.xml")) or []
     k.release = (noted(lambda: _text(path / "uname.txt")) or "").strip() or None
@@ -131,19 +151,6 @@ def load_kernel_dir(path: Path) -> KernelDir | None:
             if not data:
                 k.problems.append(f"{path / name}: missing for a kernel that is ok")
     return k
-
-
-def _outcomes(path: Path) -> dict[str, Any] | None:
-    data = load_json_object(path, ("cells",))
-    _shaped(data, path, "cells", list)
-    _shaped(data, path, "features", list)
-    _shaped(data, path, "tests", list)
-    _shaped(data, path, "defaults", dict)
-    if data is not None:
-        for cell in data["cells"]:
-            if not isinstance(cell, dict) or not {"feature", "strategy", "outcome"} <= set(cell):
-                raise UnreadableResult(path, f"a cell without feature, strategy, outcome: {cell!r}")
-    return data
 
 
 def find_kernel_dirs(roots: Iterable[Path], problems: list[str] | None = None) -> list[KernelDir]:

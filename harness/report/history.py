@@ -21,6 +21,8 @@ from typing import Any
 
 from harness.errors import UnreadableResult
 from harness.files import load_json_object
+from harness.report import inputs
+from harness.report.collect import SCHEMA
 
 FILE = "history.json"
 DEFAULT_SIZE = 60
@@ -59,17 +61,27 @@ def run_entry(matrix: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class OtherSchema(UnreadableResult):
+    """A history written for another schema of matrix.json: its outcomes and statuses are
+    not this one's, and no conversion is defined."""
+
+    def __init__(self, path: object, schema: object) -> None:
+        self.schema = schema
+        super().__init__(path, f"matrix schema {schema!r}, not {SCHEMA}")
+
+
 def load(path: Path) -> list[dict[str, Any]]:
     """The runs of a history file, oldest first; none if there is no file. A damaged file is
-    an UnreadableResult (the report names it rather than start the history over silently)."""
+    an UnreadableResult (the report names it rather than start the history over silently),
+    one of another schema an :class:`OtherSchema`. A history that names no schema is of
+    schema 2: it was only written in it, before it said so."""
     data = load_json_object(path, ("runs",))
     if data is None:
         return []
-    runs = data["runs"]
-    if not isinstance(runs, list) or not all(
-        isinstance(r, dict) and {"id", "kernels", "cells"} <= set(r) for r in runs
-    ):
-        raise UnreadableResult(path, "runs is not a list of runs with id, kernels and cells")
+    schema = data.get("schema", SCHEMA)
+    if schema != SCHEMA or isinstance(schema, bool):
+        raise OtherSchema(path, schema)
+    runs: list[dict[str, Any]] = inputs.check(path, data, inputs.history_file())["runs"]
     return runs
 
 

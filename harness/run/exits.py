@@ -22,10 +22,11 @@ def matrix_exit(
     say: Callable[[str], None],
     incomplete_fails: bool = True,
 ) -> int:
-    """Say every surprise, damaged file and incomplete kernel, one line each, then a compact
+    """Say every surprise, damaged file, input not used (a baseline or history of another
+    schema: no effect on the status) and incomplete kernel, one line each, then a compact
     line per kernel; return the status. ``incomplete_fails``: a kernel that did not complete
     makes the status 1 (a merge of shards asks for it with --require-complete)."""
-    from harness.report import kernel_lines, problem_lines, surprise_lines
+    from harness.report import kernel_lines, not_used_lines, problem_lines, surprise_lines
 
     surprises = surprise_lines(matrix) if matrix else []
     problems = problem_lines(matrix) if matrix else []
@@ -33,6 +34,8 @@ def matrix_exit(
         say(f"surprise: {line}")
     for line in problems:
         say(f"unreadable: {line}")
+    for line in not_used_lines(matrix) if matrix else []:
+        say(f"not used: {line}")
     if incomplete:
         say(f"did not complete: {', '.join(incomplete)}")
     for line in kernel_lines(matrix) if matrix else []:

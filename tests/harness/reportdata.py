@@ -85,6 +85,7 @@ def kernel_dir(
         json.dumps(
             {
                 "schema": 1,
+                "witness": "the library's raw syscall layer only (no tracefs here)",
                 "features": library_features(),
                 "cells": cells,
                 "tests": [],

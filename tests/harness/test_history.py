@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from markupsafe import escape
 from reportdata import PROVENANCE, kernel_dir
 
 from harness.report import MergeRefused, write_report
@@ -143,3 +144,80 @@ def test_merging_different_runs_is_refused_and_says_why(
     assert done.returncode == 2 and named in done.stderr and "--allow-mixed" in done.stderr
     merged = write_report([a, b], tmp_path / "out", allow_mixed=True)
     assert {k["name"] for k in merged["kernels"]} == {"a", "b"}
+
+
+def report_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.report", str(root), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("schema", [1, 3, "2"])
+def test_a_previous_matrix_of_another_schema_is_said_and_not_used(
+    tmp_path: Path, schema: object
+) -> None:
+    """Issue 21: previous-matrix.json of another schema was compared with as if it were this
+    one's. Now it is one line (stderr, the report's first screen, the job summary), and no
+    change since the last run is shown from it; the exit status stays 0."""
+    nightly(tmp_path, RUNS[:1])
+    previous = json.loads((tmp_path / "matrix.json").read_text())
+    previous["schema"] = schema
+    for cell in previous["cells"]:
+        if cell["strategy"] == "fd-opath":
+            cell["outcome"] = "unsupported"  # a change, were it compared
+    (tmp_path / "previous-matrix.json").write_text(json.dumps(previous))
+    summary = tmp_path / "summary.md"
+    done = report_cli(tmp_path, "--summary", str(summary))
+    assert done.returncode == 0, done.stderr
+    said = f"{tmp_path / 'previous-matrix.json'}: matrix schema {json.dumps(schema)}; this "
+    said += "report writes schema 2, so no changes since the last run are shown"
+    assert [line for line in done.stderr.splitlines() if "previous-matrix" in line] == [
+        f"not used: {said}"
+    ]
+    matrix = json.loads((tmp_path / "matrix.json").read_text())
+    assert matrix["comparison"] == {"previous": None, "changes": []}
+    assert matrix["not_used"] == [said]
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="not-used"' in html and str(escape(said)) in html
+    assert said in summary.read_text()
+
+
+def test_a_history_of_another_schema_is_said_set_aside_and_started_again(tmp_path: Path) -> None:
+    """Issue 21: a history.json of another schema was extended as if it were this one's. Now
+    it is one line, kept as history.json.schema-1 (never overwritten), and the history starts
+    again with this run; the exit status stays 0."""
+    nightly(tmp_path, RUNS[:2])
+    history = tmp_path / "history.json"
+    old = json.loads(history.read_text())
+    old["schema"] = 1
+    history.write_text(json.dumps(old))
+    before = history.read_text()
+    done = report_cli(tmp_path, "--allow-surprises")
+    assert done.returncode == 0, done.stderr
+    kept = tmp_path / "history.json.schema-1"
+    said = f"{history}: matrix schema 1; this report writes schema 2, so the history starts "
+    said += f"again with this run (the old one is kept as {kept})"
+    assert [line for line in done.stderr.splitlines() if "history" in line] == [f"not used: {said}"]
+    assert kept.read_text() == before
+    matrix = json.loads((tmp_path / "matrix.json").read_text())
+    assert matrix["history"]["runs"] == 1 and matrix["not_used"] == [said]
+    assert json.loads(history.read_text())["schema"] == 2
+    assert said in (tmp_path / "report.html").read_text()
+
+
+def test_a_history_that_names_no_schema_is_read_as_schema_2(tmp_path: Path) -> None:
+    """Every history written before it named its schema was of matrix schema 2: read on, and
+    named from now on."""
+    nightly(tmp_path, RUNS[:2])
+    history = tmp_path / "history.json"
+    old = json.loads(history.read_text())
+    del old["schema"]
+    history.write_text(json.dumps(old))
+    matrix = nightly(tmp_path, RUNS[2:])
+    assert matrix["history"]["runs"] == 3 and matrix["not_used"] == []
+    assert json.loads(history.read_text())["schema"] == 2

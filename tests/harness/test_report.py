@@ -147,6 +147,30 @@ def test_an_invalid_matrix_is_refused_before_it_is_written(
     assert not (tmp_path / "matrix.json").exists()
 
 
+def test_a_matrix_the_schema_refuses_is_one_line_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the input checks let through and the schema still refuses is the report's own
+    bug: one line naming matrix.json and the field, exit 1, nothing written; no traceback."""
+    from harness import report
+    from harness.report.__main__ import main
+
+    make_two(tmp_path)
+    real = report.build_matrix
+
+    def build_bad(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        matrix = real(*args, **kwargs)
+        matrix["kernels"][0]["status"] = "fine, probably"
+        return matrix
+
+    monkeypatch.setattr(report, "build_matrix", build_bad)
+    assert main([str(tmp_path)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {tmp_path / 'matrix.json'}: field $.kernels[0].status: ")
+    assert "fine, probably" in line and "a bug in the report" in line
+    assert not (tmp_path / "matrix.json").exists()
+
+
 def test_a_failed_test_outside_any_cell_is_a_surprise(tmp_path: Path) -> None:
     old, _ = make_two(tmp_path)
     (old / "junit.xml").write_text(
