@@ -208,6 +208,9 @@ def corrupt(data: bytes) -> bytes:
     return data[:middle] + bytes([data[middle] ^ 0x20]) + data[middle + 1 :]
 
 
+# Parses bullseye's whole Packages index (60,000 stanzas): 10 s alone, more beside
+# other tests on two cores.
+@pytest.mark.timeout(180)
 def test_a_cached_index_with_a_bad_signature_is_fetched_again(tmp_path: Path) -> None:
     mirror = file_mirror(tmp_path)
     good = (mirror / "dists" / SUITE / "InRelease").read_bytes()
@@ -228,6 +231,9 @@ def test_a_bad_signature_twice_says_what_to_do(tmp_path: Path) -> None:
     assert "bad signature" in str(caught.value) and "--refresh-index" in str(caught.value)
 
 
+# Parses bullseye's whole Packages index (60,000 stanzas): 10 s alone, more beside
+# other tests on two cores.
+@pytest.mark.timeout(180)
 def test_offline_a_stale_index_is_used_and_says_so(tmp_path: Path) -> None:
     """The mirror's own index, cached a week ago, and the mirror gone since."""
     mirror = file_mirror(tmp_path)
