@@ -219,6 +219,8 @@ def test_a_daemon_a_test_leaves_behind_is_killed_and_recorded(
     assert info["status"] == "ok", (info, out)
     (leak,) = info["leaked_processes"]  # type: ignore[misc]
     assert leak["cmdline"] == "sleep 86400", leak
+    (column,) = json.loads((results / "matrix.json").read_text())["kernels"]
+    assert column["leaked_processes"] == [leak], "the matrix shows the leak too"
     log = (results / f"leaves-{tag}" / "pytest.log").read_text()
     assert "1 passed" in log, log
     assert "left a process behind" in out, out
