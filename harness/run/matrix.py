@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -85,6 +86,9 @@ def check_inputs(options: MatrixOptions) -> None:
         ("--results", options.results),
         ("--suites", options.suites),
         ("the checkout", options.repo),
+        # The kernels, the arm64 root and each guest's scratch disk and sockets live there.
+        ("--cache", options.cache),
+        ("the temporary directory (TMPDIR)", Path(tempfile.gettempdir())),
     )
     for what, path in shared:
         if path is not None and (why := unshareable(path)):

@@ -238,6 +238,7 @@ def options(tmp_path: Path, **changes: Any) -> MatrixOptions:
         ("results", "a=b", "'='"),
         ("results", "tab\tin", "'\\t'"),
         ("suites", "x,y:z", "',', ':'"),
+        ("cache", "my cache", "' '"),
     ],
 )
 def test_paths_vng_cannot_share_are_refused_before_anything_is_made(
@@ -259,6 +260,14 @@ def test_results_with_a_blank_on_the_command_line(tmp_path: Path) -> None:
     assert out == f"error: --results {tmp_path / 'my results'}: holds ' '; " + (
         "vng shares a directory only if its path is letters, digits and _ + - . /\n"
     )
+
+
+def test_a_temporary_directory_vng_cannot_share_is_refused(tmp_path: Path) -> None:
+    """The guests' scratch disks and virtiofsd's sockets are made under TMPDIR."""
+    odd = tmp_path / "tmp dir"
+    odd.mkdir()
+    out = refused(tmp_path, TMPDIR=str(odd))
+    assert f"the temporary directory (TMPDIR) {odd}: holds ' '" in out
 
 
 def test_what_is_shareable_is_what_virtme_run_accepts() -> None:
