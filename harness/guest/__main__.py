@@ -8,20 +8,17 @@ written last, so its presence tells the host the guest finished. Lines starting 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from harness.guest import SCRATCH_DISK_BYTES
+from harness.leftovers import run_to_exit
 
 MODULES = ("loop", "overlay", "erofs", "squashfs", "virtio_blk", "ext4")
 SCRATCH_MOUNT = Path("/run/mountcompat-disk")
@@ -186,85 +183,12 @@ def run_suites(
         "COLUMNS": "200",
         "MOUNTCOMPAT_REQUIRE_TOOLS": "1",
     }
-    become_subreaper()
     # Line-buffered: what pytest said is on the disk even if the guest is cut short.
     with (results / "pytest.log").open("w", buffering=1) as log:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo, env=env
-        )
-        assert proc.stdout is not None
-        pump = threading.Thread(target=copy_output, args=(proc.stdout, log), daemon=True)
-        pump.start()
-        # pytest's exit, not the pipe's end, is the end: a process a test left behind may
-        # hold the pipe open for ever.
-        status = proc.wait()
-        pump.join(timeout=PIPE_DRAIN_SECONDS)
-        leaked = end_leftovers()
-        pump.join(timeout=PIPE_DRAIN_SECONDS)
+        status, leaked = run_to_exit(cmd, log, relay, cwd=repo, env=env)
     if profile:
         write_profile(results)
     return status, leaked
-
-
-PIPE_DRAIN_SECONDS = 5.0
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def copy_output(stream: IO[str], log: IO[str]) -> None:
-    for line in stream:
-        log.write(line)
-        relay(line)
-
-
-def become_subreaper() -> None:
-    """Orphans of pytest's tests (a daemon that forked away) become this process's children
-    instead of init's, so that they can be found and ended when pytest has exited."""
-    import ctypes  # the probe imports it into this process later anyway
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def end_leftovers() -> list[dict[str, Any]]:
-    """Kill and reap every process still descended from this one (pytest has exited: all
-    of them were left by its tests); each, with its command line, is a leak."""
-    leaked: list[dict[str, Any]] = []
-    killed: list[int] = []
-    for pid in descendants(os.getpid()):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            continue
-        killed.append(pid)
-        leaked.append({"pid": pid, "cmdline": cmdline.decode(errors="replace")[:300]})
-    reap(killed)
-    return leaked
-
-
-def reap(pids: Iterable[int], seconds: float = 5.0) -> None:
-    """Collect the killed children's exit (the rest were reparented to this process as they
-    died, or are not ours to wait for); bounded, as one stuck in the kernel never exits."""
-    deadline = time.monotonic() + seconds
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(pid, os.WNOHANG) == (0, 0) and time.monotonic() < deadline:
-                time.sleep(0.05)
-
-
-def descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
 
 
 def write_profile(results: Path) -> None:

@@ -16,7 +16,6 @@ import gzip
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from harness.fetch.imagefacts import all_known, find_strings
 from harness.files import write_json
 from harness.guest.__main__ import kernel_facts
+from harness.leftovers import run_to_exit
 from harness.run.judging import upstream_version
 from harness.run.provenance import provenance
 from harness.run.results import ResultStore, new_run_id
@@ -59,16 +59,11 @@ def run_pytest(staged: Path, user_args: list[str]) -> tuple[int, float]:
         *user_args,
     ]
     started = time.monotonic()
-    with (staged / "pytest.log").open("w") as log:
+    with (staged / "pytest.log").open("w", buffering=1) as log:
         env = {**os.environ, "MOUNTCOMPAT_REQUIRE_TOOLS": "1"}  # the tests session has them
-        proc = subprocess.Popen(
-            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stdout.write(line)
-            log.write(line)
-        status = proc.wait()
+        status, leaked = run_to_exit(command, log, sys.stdout.write, cwd=REPO, env=env)
+    for item in leaked:
+        print(f"killed a process the tests left behind: {item['cmdline']}", file=sys.stderr)
     return status, time.monotonic() - started
 
 
