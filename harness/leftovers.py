@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from harness.boot.process import stat_fields
+
 PIPE_DRAIN_SECONDS = 5.0
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -83,11 +85,9 @@ def reap(pids: Iterable[int], seconds: float = 5.0) -> None:
 def descendants(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
+        fields = stat_fields(stat)
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     found, todo = [], list(children.get(root, []))
     while todo:
         pid = todo.pop()

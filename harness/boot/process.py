@@ -172,22 +172,25 @@ def _stack_members(pgid: int) -> dict[int, str]:
 
 
 def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    fields = stat_fields(Path(f"/proc/{pid}/stat"))
+    return fields is not None and fields[0] != "Z"
 
 
 def _group(pgid: int) -> Iterator[tuple[int, list[str]]]:
     """Each process of the group with its /proc stat fields after the command name."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
+        fields = stat_fields(stat)
+        if fields is not None and int(fields[2]) == pgid:
             yield int(stat.parent.name), fields
+
+
+def stat_fields(stat: Path) -> list[str] | None:
+    """The fields after the command name (which may hold blanks and parentheses), or None
+    for a process that is gone."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def group_alive(pgid: int) -> bool:

@@ -21,7 +21,6 @@ schedules it, stops it, and reports on it.
 from __future__ import annotations
 
 import datetime
-import json
 import shutil
 import subprocess
 import sys
@@ -350,7 +349,9 @@ class KernelRun:
         release = _read_line(self.dir / "uname.txt")
         status, detail, evidence = outcome.status, outcome.detail, outcome.evidence
         asked = self.record.get("package_release")
-        machine = _guest_machine(self.dir)
+        # Read leniently, once: a damaged guest.json is the verdicts' to name.
+        guest = read_json_object(self.dir / "guest.json")
+        machine = str(guest["machine"]) if guest.get("machine") else None
         if status == "ok" and release != asked:
             # A verdict is only worth its kernel: results from another one are not kept as ok.
             status, detail = "incomplete", f"the guest runs {release}, not the {asked} asked for"
@@ -359,7 +360,7 @@ class KernelRun:
         elif status == "ok":
             status, detail, evidence = self.verdicts(evidence)
         # A test's bug, not the kernel's: the verdicts stand, and the leak is on record.
-        leaked = read_json_object(self.dir / "guest.json").get("leaked_processes") or []
+        leaked = guest.get("leaked_processes") or []
         for item in leaked:
             self.ctx.milestone(
                 self.spec.name,
@@ -418,14 +419,6 @@ class KernelRun:
 
 
 GUEST_MACHINE = {"x86_64": "x86_64", "arm64": "aarch64"}  # uname -m of each architecture
-
-
-def _guest_machine(results: Path) -> str | None:
-    try:
-        machine = json.loads((results / "guest.json").read_text()).get("machine")
-    except (OSError, ValueError):
-        return None
-    return str(machine) if machine else None
 
 
 def _boot_seconds(timeline: list[dict[str, Any]]) -> float | None:

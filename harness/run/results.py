@@ -76,13 +76,12 @@ class ResultStore:
         """Make this run's staging directory and hold it for the run's life."""
         while self._held is None:
             self.staging.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.staging, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             # A recovering run may hold it for an instant (it found it empty and unheld, and
             # removes it): wait, and make it again if it went.
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, self.staging):
+            fd = _hold(self.staging, wait=True)
+            if fd is not None and _same_file(fd, self.staging):
                 self._held = fd
-            else:
+            elif fd is not None:
                 os.close(fd)
 
     def recover_stale(self) -> list[str]:
@@ -96,7 +95,8 @@ class ResultStore:
             if fd is None:
                 continue  # a live run's (a host column written beside a matrix)
             try:
-                moved = [self._keep_stale(stale.name, kernel) for kernel in _kernels_in(stale)]
+                # Not trimmed like an attempt: what a dead run left is never deleted.
+                moved = [self._aside(k.name, k, stale.name) for k in _kernels_in(stale)]
                 with contextlib.suppress(OSError):
                     stale.rmdir()
             finally:
@@ -104,13 +104,6 @@ class ResultStore:
             where = ", ".join(str(p.relative_to(self.root)) for p in moved) or "nothing in it"
             lines.append(f"run {stale.name} ended without committing its results: moved {where}")
         return lines
-
-    def _keep_stale(self, run_id: str, kernel: Path) -> Path:
-        where = self.root / ATTEMPTS / kernel.name
-        where.mkdir(parents=True, exist_ok=True)
-        kept = where / run_id
-        os.rename(kernel, kept)
-        return kept
 
     def final(self, name: str) -> Path:
         return self.root / name
@@ -133,12 +126,16 @@ class ResultStore:
         return final
 
     def _keep_attempt(self, name: str, staged: Path) -> Path:
-        where = self.root / ATTEMPTS / name
-        where.mkdir(parents=True, exist_ok=True)
-        kept = where / self.run_id
-        os.rename(staged, kept)
-        for old in sorted(where.iterdir())[:-KEPT_ATTEMPTS]:
+        kept = self._aside(name, staged, self.run_id)
+        for old in sorted(kept.parent.iterdir())[:-KEPT_ATTEMPTS]:
             shutil.rmtree(old, ignore_errors=True)
+        return kept
+
+    def _aside(self, name: str, staged: Path, run_id: str) -> Path:
+        """``staged`` moved to ``attempts/<name>/<run_id>``."""
+        kept = self.root / ATTEMPTS / name / run_id
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, kept)
         return kept
 
     def clean(self) -> None:
@@ -152,11 +149,12 @@ class ResultStore:
             self._held = None
 
 
-def _hold(directory: Path) -> int | None:
-    """A descriptor holding an exclusive lock on ``directory``, or None if another holds it."""
+def _hold(directory: Path, wait: bool = False) -> int | None:
+    """A descriptor holding an exclusive lock on ``directory``; without ``wait``, None if
+    another holds it."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
