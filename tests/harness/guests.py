@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from harness.config import DebianSource, KernelSpec
@@ -34,6 +35,17 @@ def write_config(path: Path, kernel: KernelTree, tag: str, entries: dict[str, st
         ]
         lines += [f"    {line}" for line in extra.splitlines() if line]
     path.write_text("\n".join(lines) + "\n")
+
+
+def tagged_config(
+    tmp_path: Path, kernel: KernelTree, entries: dict[str, str]
+) -> tuple[str, Path, Path]:
+    """A tag of this test's own (its guests' names carry it), a kernels.yaml of ``entries``
+    so named, and where its results go."""
+    tag = uuid.uuid4().hex[:8]
+    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
+    write_config(config, kernel, tag, entries)
+    return tag, config, results
 
 
 def _is_vm_stack(argv: list[str]) -> bool:

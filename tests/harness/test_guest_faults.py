@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from guests import (
     our_pids_and_lines,
     our_processes,
     status,
-    write_config,
+    tagged_config,
 )
 
 from harness.fetch.kernels import KernelTree
@@ -54,9 +53,7 @@ def suites_with(tmp_path: Path, name: str, text: str) -> Path:
 def test_suites_that_cannot_be_collected_give_no_verdicts(
     tmp_path: Path, kernel: KernelTree, injected: str, says: str
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"broken": ""})
+    tag, config, results = tagged_config(tmp_path, kernel, {"broken": ""})
     suites = suites_with(tmp_path, "test_injected.py", injected)
     proc = harness(config, results, "--suites", str(suites), pytest_args=[])
     out, _ = proc.communicate(timeout=600)
@@ -81,9 +78,7 @@ def test_hangs_forever():
 
 
 def test_a_hung_test_costs_that_test_not_the_kernel(tmp_path: Path, kernel: KernelTree) -> None:
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"hangs": "timeout: 600"})
+    tag, config, results = tagged_config(tmp_path, kernel, {"hangs": "timeout: 600"})
     suites = suites_with(tmp_path, "test_hangs.py", HANGS)
     # A short per-test limit from the command line (pytest-timeout's order: it wins over
     # the plugin's default), so that the test does not wait out the default.
@@ -107,9 +102,9 @@ def test_the_default_per_test_limit_is_far_below_the_kernels() -> None:
 
 
 def test_a_boot_qemu_refuses_says_why(tmp_path: Path, kernel: KernelTree) -> None:
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"nocpu": 'tcg_cpu: "no-such-cpu-model"'})
+    tag, config, results = tagged_config(
+        tmp_path, kernel, {"nocpu": 'tcg_cpu: "no-such-cpu-model"'}
+    )
     proc = harness(config, results, "--accel", "tcg")
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 1, out
@@ -123,9 +118,7 @@ def test_a_boot_qemu_refuses_says_why(tmp_path: Path, kernel: KernelTree) -> Non
 def test_reproduce_sh_boots_the_kernel_again_after_the_run(
     tmp_path: Path, kernel: KernelTree
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"again": ""})
+    tag, config, results = tagged_config(tmp_path, kernel, {"again": ""})
     proc = harness(config, results)
     out, _ = proc.communicate(timeout=600)
     assert status(results, f"again-{tag}")["status"] == "ok", out
@@ -158,9 +151,7 @@ def test_a_dead_virtiofsd_ends_the_kernel_at_once_and_is_named(
 ) -> None:
     """A virtiofsd killed while the guest runs: QEMU lives on and the guest would wait on
     its filesystem until the kernel's deadline, saying nothing."""
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"daemon": "timeout: 500"})
+    tag, config, results = tagged_config(tmp_path, kernel, {"daemon": "timeout: 500"})
     suites = suites_with(tmp_path, "test_sleeps.py", SLEEPS)
     proc = harness(config, results, "--suites", str(suites), pytest_args=["-k", "sleeps_a_while"])
     deadline = time.monotonic() + 400
@@ -209,9 +200,7 @@ def test_a_daemon_a_test_leaves_behind_is_killed_and_recorded(
 ) -> None:
     """pytest has exited, its output pipe is still held: the guest must not wait for the
     pipe's end (the kernel's deadline, a false timeout) but for pytest."""
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"leaves": "timeout: 400"})
+    tag, config, results = tagged_config(tmp_path, kernel, {"leaves": "timeout: 400"})
     suites = suites_with(tmp_path, "test_leaves.py", LEAVES_A_DAEMON)
     proc = harness(config, results, "--suites", str(suites), pytest_args=["-k", "leaves_a_daemon"])
     out, _ = proc.communicate(timeout=600)
@@ -236,9 +225,7 @@ raise RuntimeError("collection fails after 30 MB")
 def test_huge_output_stays_in_the_log_and_the_evidence_is_bounded(
     tmp_path: Path, kernel: KernelTree
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"huge": ""})
+    tag, config, results = tagged_config(tmp_path, kernel, {"huge": ""})
     suites = suites_with(tmp_path, "test_huge.py", HUGE_OUTPUT)
     proc = harness(config, results, "--suites", str(suites), pytest_args=["-s"])
     out, _ = proc.communicate(timeout=600)

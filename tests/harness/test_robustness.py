@@ -17,6 +17,7 @@ from guests import (
     harness,
     our_processes,
     status,
+    tagged_config,
     wait_for_guest,
     write_config,
 )
@@ -82,9 +83,7 @@ def test_panic_and_timeout_do_not_stop_the_others(tmp_path: Path, kernel: Kernel
 
 
 def test_interrupt_stops_everything_and_keeps_results(tmp_path: Path, kernel: KernelTree) -> None:
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"first": "", "second": ""})
+    tag, config, results = tagged_config(tmp_path, kernel, {"first": "", "second": ""})
     proc = harness(config, results, "--jobs", "1")
     wait_for_guest(f"first-{tag}", proc)
     time.sleep(2)

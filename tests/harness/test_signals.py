@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,8 @@ from guests import (
     our_pids,
     our_processes,
     status,
+    tagged_config,
     wait_for_guest,
-    write_config,
 )
 
 from harness.fetch.kernels import KernelTree
@@ -88,9 +87,7 @@ def earlier_results(results: Path, name: str) -> dict[str, object]:
 def test_a_signal_to_nox_stops_the_guests_and_keeps_the_evidence(
     tmp_path: Path, kernel: KernelTree, signum: int, code: int
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"first": "", "second": ""})
+    tag, config, results = tagged_config(tmp_path, kernel, {"first": "", "second": ""})
     kept = earlier_results(results, f"first-{tag}")
     proc = nox_matrix(config, results)
     wait_for_guest(f"first-{tag}", proc)
@@ -153,9 +150,7 @@ def drain(master: int, seconds: float) -> bytes:
 def test_a_closed_terminal_stops_the_guests_and_keeps_the_evidence(
     tmp_path: Path, kernel: KernelTree
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"first": ""})
+    tag, config, results = tagged_config(tmp_path, kernel, {"first": ""})
     proc, master = nox_matrix_on_terminal(config, results)
     try:
         deadline = time.monotonic() + 300
@@ -181,9 +176,7 @@ def test_a_closed_terminal_stops_the_guests_and_keeps_the_evidence(
 def test_staging_of_a_run_that_died_is_found_and_kept(tmp_path: Path, kernel: KernelTree) -> None:
     """A run killed outright (SIGKILL: no handler runs) leaves its staging behind; the next
     run says so and moves it under attempts/, whole."""
-    tag = uuid.uuid4().hex[:8]
-    config, results = tmp_path / "kernels.yaml", tmp_path / "results"
-    write_config(config, kernel, tag, {"first": ""})
+    tag, config, results = tagged_config(tmp_path, kernel, {"first": ""})
     proc = harness(config, results)
     wait_for_guest(f"first-{tag}", proc)
     time.sleep(2)
