@@ -279,19 +279,21 @@ class MatrixRun:
             futures: list[Future[None]] = [
                 pool.submit(k.boot_and_collect) for k in fetched if not k.ended
             ]
+            for future in futures:
+                # A full disk in one kernel stops the others at once: their results have
+                # nowhere to go either.
+                future.add_done_callback(self._after_kernel)
             # A signal sets the stop event; the guests watch it and end within seconds, and
             # the pool's exit waits for them.
             while not all(f.done() for f in futures):
-                for f in futures:
-                    if f.done() and isinstance(f.exception(), DiskFull):
-                        self.stop.set()  # the others' results have nowhere to go either
                 time.sleep(0.2)
         for f in futures:
-            if (exc := f.exception()) is not None:
-                if isinstance(exc, DiskFull):
-                    self._disk_full(exc)
-                else:
-                    raise exc
+            if (exc := f.exception()) is not None and not isinstance(exc, DiskFull):
+                raise exc
+
+    def _after_kernel(self, future: Future[None]) -> None:
+        if isinstance(exc := future.exception(), DiskFull):
+            self._disk_full(exc)
 
     def write_report(self) -> dict[str, Any] | None:
         from harness.report import write_report
