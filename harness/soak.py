@@ -26,6 +26,7 @@ from typing import Any
 from harness.files import write_json
 
 REPO = Path(__file__).resolve().parent.parent
+ABSENT = ("absent", None)
 
 
 @dataclass
@@ -72,8 +73,10 @@ def flakes(earlier: Run, later: Run) -> Iterator[dict[str, Any]]:
     if earlier.matrix is None or later.matrix is None:
         return
     before, after = answers(earlier.matrix), answers(later.matrix)
-    for key in sorted(before.keys() & after.keys()):
-        (was, was_evidence), (now, now_evidence) = before[key], after[key]
+    # An answer only one run gave (a cell the other lacks) changed too.
+    for key in sorted(before.keys() | after.keys()):
+        (was, was_evidence) = before.get(key, ABSENT)
+        (now, now_evidence) = after.get(key, ABSENT)
         kernel = key[1]
         if was == now or inputs(earlier.matrix, kernel) != inputs(later.matrix, kernel):
             continue

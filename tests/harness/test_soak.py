@@ -63,3 +63,18 @@ def test_a_soak_names_the_answer_that_changed_and_keeps_both_sides(tmp_path: Pat
         done.stdout
     )
     assert our_processes(tag) == []
+
+
+def test_an_answer_only_one_run_gave_is_a_flake_too(tmp_path: Path) -> None:
+    from harness.soak import Run, flakes
+
+    kernel = {"name": "k", "status": "ok", "packages": [{"sha256": "a"}], "provenance": {}}
+    cell = {"kernel": "k", "feature": "f", "strategy": "s", "outcome": "works"}
+    both = {"kernels": [kernel], "cells": [cell], "defaults": []}
+    fewer = {"kernels": [kernel], "cells": [], "defaults": []}
+    (flake,) = flakes(Run(1, tmp_path, 0, 1.0, both), Run(2, tmp_path, 0, 1.0, fewer))
+    assert flake["what"] == "cell k f s"
+    assert [side["answer"] for side in flake["runs"]] == ["works", "absent"]
+    # The same inputs are what makes it a flake: other packages make it none.
+    other = {**fewer, "kernels": [{**kernel, "packages": [{"sha256": "b"}]}]}
+    assert list(flakes(Run(1, tmp_path, 0, 1.0, both), Run(2, tmp_path, 0, 1.0, other))) == []
