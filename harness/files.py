@@ -29,7 +29,7 @@ def current_umask() -> int:
     return 0o022
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes, mode: int = 0o666) -> None:
     """Write beside under a name of its own, flush it to the disk, then rename: a reader never
     sees half a file, a crash never leaves a renamed empty one, and two writers of the same
     file never share a temporary one. The file gets the mode any new file would (the
@@ -39,7 +39,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         raise _named(exc, path) from exc
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
+        os.fchmod(fd, mode & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -61,8 +61,8 @@ def _named(exc: OSError, path: Path) -> Exception:
     return exc
 
 
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode())
+def write_text(path: Path, text: str, mode: int = 0o666) -> None:
+    write_bytes(path, text.encode(), mode)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -25,7 +25,13 @@ from debian.debian_support import Version
 
 from harness.config import DebFilesSource, DebianSource, KernelSpec, LocalSource
 from harness.errors import FetchError
-from harness.fetch.archive import DEBIAN_ARCH, ResolvedPackage, load_suite_index, resolve_kernel
+from harness.fetch.archive import (
+    DEBIAN_ARCH,
+    INDEX_MAX_AGE,
+    ResolvedPackage,
+    load_suite_index,
+    resolve_kernel,
+)
 from harness.fetch.download import download, sha256_of
 from harness.fetch.mirror import debian_mirror
 
@@ -291,7 +297,7 @@ class Fetcher:
 
     cache: Path
     mirror: str | None = None
-    index_max_age: float = 24 * 3600.0
+    index_max_age: float = INDEX_MAX_AGE
     progress: Progress = lambda message: None
 
     def fetch(self, spec: KernelSpec) -> KernelTree:

@@ -33,6 +33,7 @@ from harness.fetch.archive import load_suite_index
 from harness.fetch.download import download
 from harness.fetch.kernels import extract_deb
 from harness.fetch.mirror import debian_mirror
+from harness.files import write_text
 from harness.host.prereqs import can_install, distro_family, os_release
 
 Say = Callable[[str], None]
@@ -101,13 +102,7 @@ def write_wrapper(copy: Path, suite: str, version: str) -> Path:
     except (OSError, ValueError):
         pass
     wrapper.parent.mkdir(exist_ok=True)
-    tmp = wrapper.with_name(f".virtiofsd.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        os.replace(tmp, wrapper)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(wrapper, text, mode=0o755)  # executable before it is in place
     return wrapper
 
 

@@ -47,6 +47,7 @@ from harness.boot.vng import (
 from harness.config import KernelSpec, MatrixConfig
 from harness.errors import HarnessError
 from harness.evidence import bounded
+from harness.fetch.archive import INDEX_MAX_AGE
 from harness.fetch.imagefacts import all_known, find_strings
 from harness.fetch.kernels import Fetcher, KernelTree
 from harness.files import load_json_object, read_json_object, write_json
@@ -88,7 +89,7 @@ class RunContext:
     update: Say  # a live progress line
     milestone: Say  # a line for the log as well
     timeout: float | None = None
-    index_max_age: float = 24 * 3600.0
+    index_max_age: float = INDEX_MAX_AGE
     pytest_args: list[str] = field(default_factory=list)
     suites: Path | None = None
     measure_bare_boot: bool = False

@@ -26,6 +26,7 @@ from rich.markup import escape
 from harness.boot.vng import unshareable
 from harness.config import KernelSpec, MatrixConfig, memory_mib
 from harness.errors import DiskFull, FetchError, UsageError
+from harness.fetch.archive import INDEX_MAX_AGE
 from harness.fetch.download import TRANSFERS
 from harness.fetch.mirror import debian_mirror
 from harness.files import write_bytes, write_json
@@ -53,7 +54,7 @@ class MatrixOptions:
     jobs: int
     accel: str = "auto"
     timeout: float | None = None
-    index_max_age: float = 24 * 3600.0
+    index_max_age: float = INDEX_MAX_AGE
     pytest_args: list[str] = field(default_factory=list)
     repo: Path = REPO
     suites: Path | None = None
