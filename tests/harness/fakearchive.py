@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import lzma
 import shutil
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -96,10 +95,3 @@ def serve(archive: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then let go)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -101,8 +101,8 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         "manifest.json is not a list",
     ),
-    "manifest []": (lambda final: (final / "manifest.json").write_text("[]"), "manifest.json"),
-    "manifest null": (lambda final: (final / "manifest.json").write_text("null"), "manifest.json"),
+    "manifest []": (lambda final: (final / "manifest.json").write_text("[]"), "is not a list"),
+    "manifest null": (lambda final: (final / "manifest.json").write_text("null"), "is not a list"),
     "manifest of strings": (
         lambda final: (final / "manifest.json").write_text(json.dumps({VMLINUZ: 5})),
         "no SHA256",
@@ -116,11 +116,11 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "provenance.json {}": (
         lambda final: (final / "provenance.json").write_text("{}"),
-        "provenance.json",
+        "provenance.json has no release",
     ),
     "provenance.json null": (
         lambda final: (final / "provenance.json").write_text("null"),
-        "provenance.json",
+        "provenance.json is not a JSON object",
     ),
     "provenance.json naming a vmlinuz outside the tree": (
         lambda final: (final / "provenance.json").write_text(

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakearchive import closed_port, publish, serve
-from test_cache_faults import fake_kernel_deb
+from fakearchive import publish, serve
+from test_cache_faults import UNREACHABLE, fake_kernel_deb
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
@@ -66,7 +66,7 @@ def test_an_unreachable_mirror_does_not_resolve_from_another_mirrors_index(
 ) -> None:
     url_a, _ = mirror_a
     assert versions(resolve(tmp_path, url_a)) == ["9.9.9-1"]  # the cache now holds A's index
-    url_b = f"http://127.0.0.1:{closed_port()}"
+    url_b = UNREACHABLE
     done = resolve(tmp_path, url_b)
     assert done.returncode == 4, f"resolved from A's index: {done.stdout}"
     lines = done.stderr.strip().splitlines()
