@@ -21,6 +21,7 @@ from harness.errors import HarnessError
 from harness.report import (
     DEFAULT_EXPECTATIONS,
     REPO,
+    inputs,
     markdown_summary,
     write_report,
 )
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         # The inputs are checked as they are read (harness/report/inputs.py): a matrix that
         # still does not fit its schema is the report's own bug, said in one line.
         print(
-            f"error: {out / 'matrix.json'}: field {exc.json_path}: {exc.message[:300]} "
+            f"error: {out / 'matrix.json'}: {inputs.in_words(exc)} "
             "(a bug in the report: the matrix does not fit harness/report/schema.json; "
             "nothing written)",
             file=sys.stderr,

@@ -276,7 +276,7 @@ def kernel_entry(k: KernelDir, out_dir: Path, run: dict[str, Any]) -> dict[str, 
         # Processes the tests left behind in the guest, killed when pytest had exited.
         "leaked_processes": info.get("leaked_processes", []),
         # Bounded here too: a kernel.json of an older run may hold it all.
-        "evidence": bounded([str(line) for line in info.get("evidence", [])]),
+        "evidence": bounded(info.get("evidence", [])),
         "failed_tests": k.failed_tests,
         "files": files,
     }

@@ -79,7 +79,7 @@ def load(path: Path) -> list[dict[str, Any]]:
     if data is None:
         return []
     schema = data.get("schema", SCHEMA)
-    if schema != SCHEMA or isinstance(schema, bool):
+    if schema != SCHEMA:  # (True == 1, but SCHEMA is 2)
         raise OtherSchema(path, schema)
     runs: list[dict[str, Any]] = inputs.check(path, data, inputs.history_file())["runs"]
     return runs
