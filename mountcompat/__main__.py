@@ -14,7 +14,7 @@ def _no_default(probe: dict[str, Any]) -> str:
     not tell, it names none."""
     if probe["default_state"] == "none works":
         return "none works"
-    errname = (probe["default_run"] or {}).get("errname")
+    errname = probe["default_run"]["errname"]
     return f"unknown (could not tell: {errname})" if errname else "unknown (could not tell)"
 
 

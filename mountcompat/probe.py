@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,12 +57,13 @@ DefaultState = Literal["chosen", "none works", "could not tell"]
 class FeatureProbe:
     summary: str
     default: str | None  # the strategy the library used unforced; None: see default_state
-    strategies: dict[str, StrategyProbe] = field(default_factory=dict)
-    # "chosen": default names it. "none works": unforced, the library tried every strategy and
-    # each was refused as unsupported, as each was forced. "could not tell": the unforced run
-    # failed otherwise (EPERM in a user namespace, a tool missing): no default can be named.
-    default_state: DefaultState = "chosen"
-    default_run: StrategyProbe | None = None  # the unforced run: why it failed, when it did
+    strategies: dict[str, StrategyProbe]
+    # "chosen": default names it. "none works": unforced, the library said so of this very
+    # feature, and every strategy, forced, was refused as unsupported. "could not tell": the
+    # unforced run failed otherwise (EPERM in a user namespace, a tool missing, a nested
+    # feature failing): no default can be named.
+    default_state: DefaultState
+    default_run: StrategyProbe  # the unforced run: why it failed, when it did
 
 
 class ProbeCheckFailed(MountCompatError):
@@ -188,49 +189,38 @@ def scratch_tmpfs() -> Iterator[Path]:
 
 
 def _try(
-    feature_id: str, scenario: Scenario, force: str | None, failed: list[Exception] | None = None
-) -> StrategyProbe:
-    """One run of the scenario; ``failed`` receives what it raised, if anything."""
+    feature_id: str, scenario: Scenario, force: str | None
+) -> tuple[StrategyProbe, Exception | None]:
+    """One run of the scenario: what it showed, and what it raised, if anything."""
     with scratch_tmpfs() as base:
         try:
             scenario(base, force)
-        except StrategyUnsupported as exc:
-            if failed is not None:
-                failed.append(exc)
-            if exc.feature == feature_id and exc.strategy == (force or exc.strategy):
-                return StrategyProbe(False, exc.errno, errno_name(exc.errno), exc.message)
-            # Another feature's strategy, forced by MOUNTCOMPAT_FORCE and refused inside this
-            # scenario (its tmpfs mount, say): that says nothing of this feature's strategy.
-            err = exc.errno
-            return StrategyProbe(None, err, errno_name(err), f"{type(exc).__name__}: {exc}")
         except (OSError, MountCompatError, subprocess.CalledProcessError) as exc:
-            if failed is not None:
-                failed.append(exc)
             err = getattr(exc, "errno", None)
-            return StrategyProbe(None, err, errno_name(err), f"{type(exc).__name__}: {exc}")
-    return StrategyProbe(True)
+            # Unsupported only for this feature's own refusal: another feature's, forced by
+            # MOUNTCOMPAT_FORCE and refused inside this scenario (its tmpfs mount, say), says
+            # nothing of this feature's strategy.
+            if isinstance(exc, StrategyUnsupported) and exc.feature == feature_id:
+                return StrategyProbe(False, err, errno_name(err), exc.message), exc
+            return StrategyProbe(None, err, errno_name(err), f"{type(exc).__name__}: {exc}"), exc
+    return StrategyProbe(True), None
 
 
 def probe_feature(feature_id: str) -> FeatureProbe:
     feature = FEATURES[feature_id]
     scenario = SCENARIOS[feature_id]
-    strategies = {s.name: _try(feature_id, scenario, s.name) for s in feature.strategies}
+    strategies = {s.name: _try(feature_id, scenario, s.name)[0] for s in feature.strategies}
     feature.reset()
     mark = LOG.mark()
-    failed: list[Exception] = []
-    default_probe = _try(feature_id, scenario, None, failed)
+    default_probe, failed = _try(feature_id, scenario, None)
     used = [r.strategy for r in LOG.since(mark) if r.feature == feature_id and r.outcome == "used"]
     if default_probe.supported and used:
         return FeatureProbe(feature.summary, used[0], strategies, "chosen", default_probe)
     if default_probe.supported:
         default_probe = StrategyProbe(None, message=f"no strategy of {feature_id} was used")
-    # "None works" only when the library said so of this feature itself and every strategy,
-    # forced, was refused as unsupported; anything else (EPERM, EACCES, a missing tool, a
-    # nested feature failing) says nothing of which strategy the library would choose.
     refused_all = (
-        bool(failed)
-        and isinstance(failed[0], NoStrategyWorked)
-        and failed[0].feature == feature_id
+        isinstance(failed, NoStrategyWorked)
+        and failed.feature == feature_id
         and all(p.supported is False for p in strategies.values())
     )
     state: DefaultState = "none works" if refused_all else "could not tell"
