@@ -121,7 +121,29 @@ class LocalSource:
         return str(self.vmlinuz)
 
 
-KernelSource = DebianSource | DebFilesSource | LocalSource
+@dataclass(frozen=True)
+class RpmSource:
+    """A kernel from a yum/dnf repository, as RPM-based distributions ship it: ``package``
+    (kernel-core) holds vmlinuz under /lib/modules/<release>/, and ``modules`` (kernel-modules-core,
+    kernel-modules) hold the modules, all of one version-release. ``version`` is a glob on
+    "version-release"; of its matches the newest (or oldest) by rpm's own ordering is taken.
+    ``key`` is the distribution's ASCII-armored signing key: every RPM must carry a signature
+    that verifies against it, and so must repodata/repomd.xml where the repository signs it."""
+
+    repo: str
+    key: Path
+    package: str = "kernel-core"
+    modules: tuple[str, ...] = ("kernel-modules-core", "kernel-modules")
+    version: str = "*"
+    pick: str = "newest"
+    kind: str = "rpm"
+
+    def describe(self) -> str:
+        which = f" ({self.pick} match)" if self.pick != "newest" else ""
+        return f"{self.package} {self.version}{which} from {self.repo}"
+
+
+KernelSource = DebianSource | DebFilesSource | LocalSource | RpmSource
 
 
 @dataclass(frozen=True)
@@ -261,8 +283,34 @@ def _local_source(c: _Checker) -> LocalSource:
     )
 
 
+def _rpm_source(c: _Checker) -> RpmSource:
+    c.only({"repo", "key", "package", "modules", "version", "pick"})
+    modules = c.get(
+        "modules",
+        list,
+        ["kernel-modules-core", "kernel-modules"],
+        check=lambda v: all(isinstance(m, str) and m for m in v),
+        expect="a list of package names",
+    )
+    repo: str = c.get(
+        "repo",
+        str,
+        check=lambda v: bool(re.fullmatch(r"(https?|file)://[^\s]+", v)),
+        expect="an http://, https:// or file:// URL",
+    )
+    return RpmSource(
+        repo=repo if repo.endswith("/") else repo + "/",
+        key=_relative(c.path, c.get("key", str)),
+        package=c.get("package", str, "kernel-core", check=bool, expect="a package name"),
+        modules=tuple(modules),
+        version=c.get("version", str, "*", check=bool, expect="a glob on version-release"),
+        pick=c.get("pick", str, "newest", check=lambda v: v in PICKS, expect=" or ".join(PICKS)),
+    )
+
+
 SOURCE_KINDS: dict[str, Callable[[_Checker], KernelSource]] = {
     "debian": _debian_source,
+    "rpm": _rpm_source,
     "deb": _deb_source,
     "local": _local_source,
 }

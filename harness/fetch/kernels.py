@@ -23,7 +23,7 @@ from typing import Any
 
 from debian.debian_support import Version
 
-from harness.config import DebFilesSource, DebianSource, KernelSpec, LocalSource
+from harness.config import DebFilesSource, DebianSource, KernelSpec, LocalSource, RpmSource
 from harness.errors import FetchError
 from harness.fetch.archive import (
     DEBIAN_ARCH,
@@ -34,6 +34,7 @@ from harness.fetch.archive import (
 )
 from harness.fetch.download import download, sha256_of
 from harness.fetch.mirror import debian_mirror
+from harness.fetch.rpm import extract_rpm, fetch_rpms, resolve_rpm
 
 Progress = Callable[[str], None]
 
@@ -254,6 +255,10 @@ def _install(packages: list[tuple[Path, dict[str, Any]]], final: Path) -> Kernel
     try:
         records = []
         for deb, record in packages:
+            if deb.suffix == ".rpm":
+                extract_rpm(deb, tmp / "root")
+                records.append(record)
+                continue
             control = extract_deb(deb, tmp / "root")
             records.append(
                 {
@@ -309,6 +314,9 @@ class Fetcher:
         if spec.source.kind == "deb":
             assert isinstance(spec.source, DebFilesSource)
             return self._fetch_debs(spec.source)
+        if spec.source.kind == "rpm":
+            assert isinstance(spec.source, RpmSource)
+            return self._fetch_rpm(spec.source, spec.arch)
         if spec.source.kind == "local":
             assert isinstance(spec.source, LocalSource)
             return self._use_local(spec.source)
@@ -367,6 +375,25 @@ class Fetcher:
         # What this run resolved (its index's signature and freshness), not what the run
         # that extracted the tree once saw.
         return replace(tree, packages=tuple(p.to_json() for p in resolved))
+
+    def _fetch_rpm(self, source: RpmSource, arch: str) -> KernelTree:
+        self.progress(f"reading {source.repo}repodata")
+        resolved, metadata = resolve_rpm(source, arch, self.cache)
+        head = resolved[0]
+        key = hashlib.sha256(" ".join(p.sha256 for p in resolved).encode()).hexdigest()[:12]
+        final = self.cache / "kernels" / f"{head.nevra}_{key}"
+        records = [{**p.to_json(), "signature": "verified", "repomd": metadata} for p in resolved]
+
+        def packages() -> list[tuple[Path, dict[str, Any]]]:
+            paths = fetch_rpms(resolved, source, self.cache, self.progress)
+            self.progress("extracting")
+            return list(zip(paths, records, strict=True))
+
+        if final.exists() and tree_damage(final) is None:
+            # Cached: the signatures are checked again, on the RPMs the tree came from.
+            fetch_rpms(resolved, source, self.cache, self.progress)
+        tree = self._ready(final, packages)
+        return replace(tree, packages=tuple(records))
 
     def _fetch_debs(self, source: DebFilesSource) -> KernelTree:
         debs = []

@@ -6,7 +6,14 @@ import argparse
 import sys
 
 from harness.errors import HarnessError
-from harness.host.prereqs import MATRIX_TOOLS, REPORT_TOOLS, SUITE_TOOLS, ensure_tools
+from harness.host.prereqs import (
+    MATRIX_TOOLS,
+    REPORT_TOOLS,
+    RPM_REPO_TOOLS,
+    RPM_TOOLS,
+    SUITE_TOOLS,
+    ensure_tools,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     tools = (
         (*MATRIX_TOOLS, *SUITE_TOOLS)
         if args.purpose == "matrix"
-        else (*MATRIX_TOOLS, *SUITE_TOOLS, *REPORT_TOOLS)
+        else (*MATRIX_TOOLS, *SUITE_TOOLS, *REPORT_TOOLS, *RPM_TOOLS, *RPM_REPO_TOOLS)
     )
     try:
         ensure_tools(tools, lambda message: print(message, file=sys.stderr))

@@ -102,6 +102,26 @@ SUITE_TOOLS = (
     ),
 )
 
+# Kernels of the rpm source (harness/fetch/rpm.py): verified, ordered and unpacked with rpm's
+# own tools. The tests also build a signed yum repository to fetch from.
+RPM_TOOLS = (
+    Tool("rpm2archive", "unpacks an RPM kernel's payload", "rpm", "rpm", "rpm"),
+    Tool("rpmkeys", "checks an RPM kernel's signature", "rpm", "rpm", "rpm"),
+    Tool("gpg", "reads the distribution's signing key", "gpg", "gnupg2", "gnupg"),
+    Tool("gpgv", "checks a yum repository's repomd.xml.asc", "gpgv", "gnupg2", "gnupg"),
+)
+RPM_REPO_TOOLS = (
+    Tool("rpmbuild", "builds the tests' kernel RPMs", "rpm", "rpm-build", "rpm-tools"),
+    Tool("rpmsign", "signs the tests' kernel RPMs", "rpm", "rpm-sign", "rpm-tools"),
+    Tool(
+        "createrepo_c",
+        "indexes the tests' yum repository",
+        "createrepo-c",
+        "createrepo_c",
+        "createrepo_c",
+    ),
+)
+
 
 REPORT_TOOLS = (
     Tool(
