@@ -293,10 +293,7 @@ def _rpm_source(c: _Checker) -> RpmSource:
         expect="a list of package names",
     )
     repo: str = c.get(
-        "repo",
-        str,
-        check=lambda v: bool(re.fullmatch(r"(https?|file)://[^\s]+", v)),
-        expect="an http://, https:// or file:// URL",
+        "repo", str, check=is_mirror_url, expect="an http://, https:// or file:// URL"
     )
     return RpmSource(
         repo=repo if repo.endswith("/") else repo + "/",

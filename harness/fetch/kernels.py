@@ -15,7 +15,7 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +34,8 @@ from harness.fetch.archive import (
 )
 from harness.fetch.download import download, sha256_of
 from harness.fetch.mirror import debian_mirror
-from harness.fetch.rpm import extract_rpm, fetch_rpms, resolve_rpm
+from harness.fetch.rpm import RpmPackage, extract_rpm, fetch_rpms, resolve_rpm
+from harness.fetch.unpack import extract_safely, inside
 
 Progress = Callable[[str], None]
 
@@ -65,42 +66,14 @@ def default_cache() -> Path:
     return Path(os.environ.get("MOUNTCOMPAT_CACHE", Path(base) / "mountcompat"))
 
 
-def _inside(name: str) -> bool:
-    normal = os.path.normpath(name)
-    return not (os.path.isabs(normal) or normal == ".." or normal.startswith("../"))
-
-
-def _safe_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    """The members that land inside the tree: no absolute or climbing names, no device
-    nodes, no links that point outside. Kernel packages carry symlinks such as
-    lib/modules/<rel>/build pointing into /usr/src; they are of no use to a guest and are
-    left out. Done by hand rather than with tarfile's "data" filter, which Python 3.11.2 (a
-    stock Debian 12) does not have."""
-    for member in tar:
-        if not _inside(member.name) or member.isdev():
-            continue
-        if member.issym() and not _inside(
-            os.path.join(os.path.dirname(member.name), member.linkname)
-        ):
-            continue
-        if member.islnk() and not _inside(member.linkname):
-            continue
-        member.mode &= 0o755  # no set-id bits from a package into the cache
-        yield member
-
-
 def extract_deb(deb: Path, dest: Path) -> dict[str, str]:
     """Unpack a .deb's data into ``dest``; return its control fields."""
     from debian.debfile import DebFile
 
-    # The members are filtered above; Pythons that know extraction filters would warn (and,
-    # from 3.14, filter once more) without being told that.
-    trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
     try:
         package = DebFile(str(deb))
         control = dict(package.debcontrol())
-        tar = package.data.tgz()
-        tar.extractall(dest, members=_safe_members(tar), **trusted)  # type: ignore[arg-type]
+        extract_safely(package.data.tgz(), dest)
     except (OSError, tarfile.TarError, ValueError, EOFError) as exc:
         raise FetchError(f"cannot extract {deb}: {exc}") from exc
     return control
@@ -138,7 +111,7 @@ def _is_relative(name: object) -> bool:
         isinstance(name, str)
         and name not in ("", ".")
         and os.path.normpath(name) == name
-        and _inside(name)
+        and inside(name)
     )
 
 
@@ -296,6 +269,11 @@ def load_installed(final: Path) -> KernelTree:
     )
 
 
+def _tree_key(packages: Sequence[ResolvedPackage | RpmPackage]) -> str:
+    """A tree's cache key: its packages' SHA256s, so that a rebuilt package is a new tree."""
+    return hashlib.sha256(" ".join(p.sha256 for p in packages).encode()).hexdigest()[:12]
+
+
 @dataclass
 class Fetcher:
     """Resolves and fetches kernels into one cache directory."""
@@ -358,8 +336,7 @@ class Fetcher:
     def _fetch_debian(self, source: DebianSource, arch: str) -> KernelTree:
         resolved = self.resolve_debian(source, arch)
         head = resolved[0]
-        key = hashlib.sha256(" ".join(p.sha256 for p in resolved).encode()).hexdigest()[:12]
-        final = self.cache / "kernels" / f"{head.name}_{head.version}_{key}"
+        final = self.cache / "kernels" / f"{head.name}_{head.version}_{_tree_key(resolved)}"
 
         def packages() -> list[tuple[Path, dict[str, Any]]]:
             debs = []
@@ -380,19 +357,13 @@ class Fetcher:
         self.progress(f"reading {source.repo}repodata")
         resolved, metadata = resolve_rpm(source, arch, self.cache)
         head = resolved[0]
-        key = hashlib.sha256(" ".join(p.sha256 for p in resolved).encode()).hexdigest()[:12]
-        final = self.cache / "kernels" / f"{head.nevra}_{key}"
+        final = self.cache / "kernels" / f"{head.nevra}_{_tree_key(resolved)}"
         records = [{**p.to_json(), "signature": "verified", "repomd": metadata} for p in resolved]
 
-        def packages() -> list[tuple[Path, dict[str, Any]]]:
-            paths = fetch_rpms(resolved, source, self.cache, self.progress)
-            self.progress("extracting")
-            return list(zip(paths, records, strict=True))
-
-        if final.exists() and tree_damage(final) is None:
-            # Cached: the signatures are checked again, on the RPMs the tree came from.
-            fetch_rpms(resolved, source, self.cache, self.progress)
-        tree = self._ready(final, packages)
+        # Downloaded (or found in the cache) and their signatures checked on every run, cached
+        # tree or not: the record says what this run verified.
+        paths = fetch_rpms(resolved, source, self.cache, self.progress)
+        tree = self._ready(final, lambda: list(zip(paths, records, strict=True)))
         return replace(tree, packages=tuple(records))
 
     def _fetch_debs(self, source: DebFilesSource) -> KernelTree:

@@ -11,6 +11,7 @@ holds only the key kernels.yaml names.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import fnmatch
 import gzip
 import lzma
@@ -19,13 +20,15 @@ import tarfile
 import tempfile
 import urllib.error
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.config import RpmSource
 from harness.errors import FetchError
-from harness.fetch.download import download, sha256_of
+from harness.fetch.download import download
+from harness.fetch.unpack import extract_safely
 
 REPO = "{http://linux.duke.edu/metadata/repo}"
 COMMON = "{http://linux.duke.edu/metadata/common}"
@@ -63,16 +66,6 @@ class RpmPackage:
             "size": self.size,
             "url": self.url,
         }
-
-
-def _fetch(url: str, dest: Path, sha256: str | None = None) -> Path:
-    try:
-        download(url, dest, sha256=sha256)
-    except FetchError:
-        raise
-    except (OSError, urllib.error.URLError) as exc:
-        raise FetchError(f"cannot download {url}: {exc}") from exc
-    return dest
 
 
 def _keyring(key: Path, work: Path) -> Path:
@@ -201,10 +194,12 @@ def resolve_rpm(source: RpmSource, arch: str, cache: Path) -> tuple[list[RpmPack
     with tempfile.TemporaryDirectory(prefix="rpm-index.", dir=_work(cache)) as tmp:
         work = Path(tmp)
         ring = _keyring(source.key, work)
-        repomd = _fetch(base + "repodata/repomd.xml", work / "repomd.xml")
+        repomd = work / "repomd.xml"
+        download(base + "repodata/repomd.xml", repomd)
         metadata = _check_repomd(base, repomd, ring, work)
         location, sha256 = _primary(repomd)
-        primary = _fetch(base + location, work / Path(location).name, sha256=sha256)
+        primary = work / Path(location).name
+        download(base + location, primary, sha256=sha256)
         packages = _packages(_decompress(primary), base)
     want = RPM_ARCH[arch]
     ours = [p for p in packages if p.arch == want]
@@ -233,8 +228,10 @@ def _work(cache: Path) -> Path:
     return path
 
 
-def check_signature(rpm: Path, key: Path, cache: Path) -> None:
-    """The RPM's signature verifies against ``key`` alone, in an rpm database of its own."""
+@contextlib.contextmanager
+def keyed_rpmdb(key: Path, cache: Path) -> Iterator[str]:
+    """An rpm database of its own that trusts ``key`` and nothing else: the host's rpm keys
+    (on an RPM host) must not vouch for a kernel the distribution did not sign."""
     with tempfile.TemporaryDirectory(prefix="rpmdb.", dir=_work(cache)) as db:
         imported = subprocess.run(
             ["rpmkeys", "--root", db, "--import", str(key)],
@@ -244,12 +241,17 @@ def check_signature(rpm: Path, key: Path, cache: Path) -> None:
         )
         if imported.returncode != 0:
             raise FetchError(f"{key}: rpmkeys cannot import it: {imported.stderr.strip()}")
-        done = subprocess.run(
-            ["rpmkeys", "--root", db, "--checksig", str(rpm)],
-            check=False,
-            capture_output=True,
-            text=True,
-        )
+        yield db
+
+
+def check_signature(rpm: Path, key: Path, db: str) -> None:
+    """The RPM's signature verifies in ``db`` (a keyed_rpmdb of ``key``)."""
+    done = subprocess.run(
+        ["rpmkeys", "--root", db, "--checksig", str(rpm)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     said = (done.stdout + done.stderr).strip().splitlines()
     line = said[-1] if said else ""
     if done.returncode != 0 or SIGNED not in line:
@@ -260,8 +262,6 @@ def check_signature(rpm: Path, key: Path, cache: Path) -> None:
 def extract_rpm(rpm: Path, dest: Path) -> None:
     """Unpack the RPM's payload (whatever its compression: rpm2archive reads them all) into
     ``dest``, through the same member filter as a .deb's."""
-    from harness.fetch.kernels import _safe_members
-
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as tgz:
         with rpm.open("rb") as package:
@@ -272,24 +272,23 @@ def extract_rpm(rpm: Path, dest: Path) -> None:
             why = done.stderr.decode(errors="replace").strip()
             raise FetchError(f"cannot extract {rpm.name}: {why}")
         tgz.seek(0)
-        trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
         try:
             with tarfile.open(fileobj=tgz, mode="r:gz") as tar:
-                tar.extractall(dest, members=_safe_members(tar), **trusted)  # type: ignore[arg-type]
+                extract_safely(tar, dest)
         except (OSError, tarfile.TarError, EOFError) as exc:
             raise FetchError(f"cannot extract {rpm.name}: {exc}") from exc
 
 
 def fetch_rpms(
-    packages: list[RpmPackage], source: RpmSource, cache: Path, progress: Any
+    packages: list[RpmPackage], source: RpmSource, cache: Path, progress: Callable[[str], None]
 ) -> list[Path]:
     """Each package downloaded under its SHA256 from the index and its signature checked."""
     paths = []
-    for pkg in packages:
-        path = cache / "rpms" / f"{pkg.nevra}.rpm"
-        if not (path.exists() and sha256_of(path) == pkg.sha256):
-            progress(f"downloading {pkg.nevra} ({pkg.size >> 20} MiB)")
-            _fetch(pkg.url, path, sha256=pkg.sha256)
-        check_signature(path, source.key, cache)
-        paths.append(path)
+    with keyed_rpmdb(source.key, cache) as db:
+        for pkg in packages:
+            path = cache / "rpms" / f"{pkg.nevra}.rpm"
+            if download(pkg.url, path, sha256=pkg.sha256):
+                progress(f"downloaded {pkg.nevra} ({pkg.size >> 20} MiB)")
+            check_signature(path, source.key, db)
+            paths.append(path)
     return paths
