@@ -109,6 +109,7 @@ RPM_TOOLS = (
     Tool("rpmkeys", "checks an RPM kernel's signature", "rpm", "rpm", "rpm"),
     Tool("gpg", "reads the distribution's signing key", "gpg", "gnupg2", "gnupg"),
     Tool("gpgv", "checks a yum repository's repomd.xml.asc", "gpgv", "gnupg2", "gnupg"),
+    Tool("zstd", "reads a yum repository's zstd-compressed indexes", "zstd", "zstd", "zstd"),
 )
 RPM_REPO_TOOLS = (
     Tool("rpmbuild", "builds the tests' kernel RPMs", "rpm", "rpm-build", "rpm-tools"),

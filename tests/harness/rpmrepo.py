@@ -10,13 +10,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+
+import fakearchive
 
 _PAYLOADS = {"xz": "w6.xzdio", "zstd": "w19.zstdio"}
 
@@ -136,12 +134,15 @@ def build_repo(
     sign: bool = True,
     sign_metadata: bool = True,
     payload: str = "xz",
+    metadata: str = "gz",
 ) -> RpmRepo:
     """files maps a package name (e.g. "kernel-core", "kernel-modules-core", "kernel-modules")
     to {path inside the package relative to /: content bytes}; "{kr}" in a path is replaced by
     the kernel release. One binary RPM per package (one rpmbuild of a generated spec with a
     subpackage each), signed with rpmsign when ``sign``, then createrepo_c on ``dest`` and, when
-    ``sign_metadata``, repodata/repomd.xml.asc by the same key."""
+    ``sign_metadata``, repodata/repomd.xml.asc by the same key. ``metadata``: the compression
+    of the indexes (createrepo_c's gz, xz, bz2 or zstd). Built again into the same ``dest``
+    with another release, the repository holds both versions."""
     if payload not in _PAYLOADS:
         raise ValueError(f"payload must be one of {sorted(_PAYLOADS)}, not {payload!r}")
     kr = f"{version}-{release}.{arch}"
@@ -204,7 +205,15 @@ def build_repo(
                 ],
                 env,
             )
-        _run(["createrepo_c", "--quiet", "--no-database", str(dest)])
+        _run(
+            [
+                "createrepo_c",
+                "--quiet",
+                "--no-database",
+                f"--general-compress-type={metadata}",
+                str(dest),
+            ]
+        )
         if sign_metadata:
             repomd = dest / "repodata" / "repomd.xml"
             _run(
@@ -255,21 +264,8 @@ def kernel_files(
     }
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @contextlib.contextmanager
 def serve(directory: Path) -> Iterator[str]:
-    """The URL (ending in "/") of ``directory`` served on 127.0.0.1 until the block ends."""
-    handler = partial(_QuietHandler, directory=str(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    """The URL (ending in "/", as yum's baseurls do) of ``directory`` served on 127.0.0.1."""
+    with fakearchive.serve(directory) as url:
+        yield url + "/"

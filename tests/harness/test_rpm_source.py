@@ -4,9 +4,13 @@ boots; and each fault gives one line and no tree."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import lzma
 import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rpmrepo import RpmRepo, build_repo, kernel_files, make_key, serve
@@ -28,18 +32,21 @@ MODULES = {
 }
 
 
+Keys = tuple[Path, Path, Path, Path]
+
+
 @pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, Path]:
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     """(gnupghome, key) of the distribution and of somebody else."""
     ours = make_key(tmp_path_factory.mktemp("ours"))
     theirs = make_key(tmp_path_factory.mktemp("theirs"), "someone else")
     return (*ours, *theirs)
 
 
-def repo(tmp_path: Path, keys: tuple[Path, Path, Path, Path], **kwargs: object) -> RpmRepo:
+def repo(tmp_path: Path, keys: Keys, **kwargs: Any) -> RpmRepo:
     home, key = keys[0], keys[1]
     files = kernel_files(VMLINUZ, MODULES)
-    return build_repo(tmp_path / "repo", files, gnupghome=home, key=key, **kwargs)  # type: ignore[arg-type]
+    return build_repo(tmp_path / "repo", files, gnupghome=home, key=key, **kwargs)
 
 
 def spec(url: str, key: Path, **kwargs: str) -> KernelSpec:
@@ -50,7 +57,7 @@ def fetcher(tmp_path: Path) -> Fetcher:
     return Fetcher(cache=tmp_path / "cache")
 
 
-def test_a_signed_repository_gives_the_tree_virtme_ng_boots(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_signed_repository_gives_the_tree_virtme_ng_boots(tmp_path: Path, keys: Keys) -> None:
     built = repo(tmp_path, keys, payload="zstd")
     with serve(built.root) as url:
         tree = fetcher(tmp_path).fetch(spec(url, built.key))
@@ -67,7 +74,7 @@ def test_a_signed_repository_gives_the_tree_virtme_ng_boots(tmp_path: Path, keys
     assert all(p["signature"] == "verified" and p["repomd"] == "signed" for p in tree.packages)
 
 
-def test_a_repository_that_signs_no_metadata_is_recorded_so(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_repository_that_signs_no_metadata_is_recorded_so(tmp_path: Path, keys: Keys) -> None:
     built = repo(tmp_path, keys, sign_metadata=False)
     with serve(built.root) as url:
         tree = fetcher(tmp_path).fetch(spec(url, built.key))
@@ -84,21 +91,21 @@ def fails(tmp_path: Path, url: str, key: Path, **kwargs: str) -> str:
     return message
 
 
-def test_a_package_signed_by_another_key_boots_nothing(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_package_signed_by_another_key_boots_nothing(tmp_path: Path, keys: Keys) -> None:
     built = repo(tmp_path, keys, sign_metadata=False)
     with serve(built.root) as url:
         message = fails(tmp_path, url, keys[3])
     assert "kernel-core" in message and "signature does not verify" in message
 
 
-def test_an_unsigned_package_boots_nothing(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_an_unsigned_package_boots_nothing(tmp_path: Path, keys: Keys) -> None:
     built = repo(tmp_path, keys, sign=False, sign_metadata=False)
     with serve(built.root) as url:
         message = fails(tmp_path, url, built.key)
     assert "signature does not verify" in message
 
 
-def test_metadata_signed_by_another_key_boots_nothing(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_metadata_signed_by_another_key_boots_nothing(tmp_path: Path, keys: Keys) -> None:
     built = repo(tmp_path, keys)
     other = build_repo(tmp_path / "other", kernel_files(b"x", {}), gnupghome=keys[2], key=keys[3])
     shutil.copy(other.root / "repodata/repomd.xml.asc", built.root / "repodata/repomd.xml.asc")
@@ -107,7 +114,7 @@ def test_metadata_signed_by_another_key_boots_nothing(tmp_path: Path, keys) -> N
     assert "repomd.xml: its signature does not verify" in message
 
 
-def test_a_wrong_checksum_boots_nothing(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_wrong_checksum_boots_nothing(tmp_path: Path, keys: Keys) -> None:
     built = repo(tmp_path, keys, sign_metadata=False)
     rpm = built.packages["kernel-modules"]
     data = bytearray(rpm.read_bytes())
@@ -115,28 +122,73 @@ def test_a_wrong_checksum_boots_nothing(tmp_path: Path, keys) -> None:  # type: 
     rpm.write_bytes(bytes(data))
     with serve(built.root) as url:
         message = fails(tmp_path, url, built.key)
-    assert "kernel-modules" in message and "SHA256" in message.upper()
+    assert "kernel-modules" in message and "SHA256" in message
 
 
-def test_a_truncated_rpm_boots_nothing(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_a_truncated_rpm_boots_nothing(tmp_path: Path, keys: Keys) -> None:
     built = repo(tmp_path, keys, sign_metadata=False)
     rpm = built.packages["kernel-core"]
     rpm.write_bytes(rpm.read_bytes()[:2000])
     with serve(built.root) as url:
         message = fails(tmp_path, url, built.key)
-    assert "kernel-core" in message
+    assert "kernel-core" in message and "SHA256" in message
 
 
-def test_no_matching_package_boots_nothing(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_no_matching_package_boots_nothing(tmp_path: Path, keys: Keys) -> None:
     built = repo(tmp_path, keys)
     with serve(built.root) as url:
         message = fails(tmp_path, url, built.key, version="4.18.0-*")
     assert message.startswith("no package kernel-core 4.18.0-* for x86_64 in " + url)
 
 
-def test_an_unreachable_repository_boots_nothing(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_repository_boots_nothing(tmp_path: Path, keys: Keys) -> None:
     message = fails(tmp_path, "http://127.0.0.1:9/el9/", keys[1])
     assert "cannot download http://127.0.0.1:9/el9/repodata/repomd.xml" in message
+
+
+def recompress_primary_with_zstd(root: Path) -> None:
+    """Debian's createrepo_c 0.17 writes no zstd; Fedora's does. The primary index is
+    recompressed, and repomd.xml made to name it by its new SHA256."""
+    repomd = root / "repodata" / "repomd.xml"
+    (gz,) = (root / "repodata").glob("*primary.xml.gz")
+    zst = gz.with_name("primary.xml.zst")
+    subprocess.run(
+        ["zstd", "-q", "-o", str(zst)], input=gzip.decompress(gz.read_bytes()), check=True
+    )
+    text = repomd.read_text()
+    old = hashlib.sha256(gz.read_bytes()).hexdigest()
+    new = hashlib.sha256(zst.read_bytes()).hexdigest()
+    text = text.replace(f"repodata/{gz.name}", "repodata/primary.xml.zst").replace(old, new)
+    repomd.write_text(text)
+    gz.unlink()
+
+
+@pytest.mark.parametrize("metadata", ["xz", "bz2", "zstd"])
+def test_indexes_in_each_compression_are_read(tmp_path: Path, keys: Keys, metadata: str) -> None:
+    if metadata == "zstd":
+        built = repo(tmp_path, keys, sign_metadata=False)
+        recompress_primary_with_zstd(built.root)
+    else:
+        built = repo(tmp_path, keys, metadata=metadata)
+    assert list((built.root / "repodata").glob(f"*primary.xml.{metadata[:3]}*"))
+    with serve(built.root) as url:
+        tree = fetcher(tmp_path).fetch(spec(url, built.key))
+    assert tree.release == built.kernel_release
+
+
+@pytest.mark.parametrize(("pick", "release"), [("newest", "503.el9"), ("oldest", "70.el9")])
+def test_pick_follows_rpm_order_and_modules_follow_the_kernel(
+    tmp_path: Path, keys: Keys, pick: str, release: str
+) -> None:
+    """Two versions in one repository, ordered so that text order would pick the other one
+    (70 > 503 as text); the modules packages come from the chosen version, never the other."""
+    for rel in ("70.el9", "503.el9"):
+        built = repo(tmp_path, keys, release=rel)
+    with serve(built.root) as url:
+        tree = fetcher(tmp_path).fetch(spec(url, built.key, pick=pick))
+    assert tree.release == f"5.14.0-{release}.x86_64"
+    assert {p["version"] for p in tree.packages} == {f"5.14.0-{release}"}
+    assert len(tree.packages) == 3
 
 
 def test_versions_are_ordered_as_rpm_orders_them() -> None:
