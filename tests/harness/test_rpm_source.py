@@ -17,6 +17,7 @@ from rpmrepo import RpmRepo, build_repo, kernel_files, make_key, serve
 
 from harness.config import KernelSpec, RpmSource
 from harness.errors import FetchError
+from harness.fetch.download import TRANSFERS
 from harness.fetch.kernels import Fetcher
 from harness.fetch.rpm import rpm_sorted
 
@@ -199,3 +200,15 @@ def test_versions_are_ordered_as_rpm_orders_them() -> None:
         "5.14.0-162.6.1.el9",
         "5.14.0-503.el9",
     ]
+
+
+def test_a_second_fetch_downloads_only_the_metadata(tmp_path: Path, keys: Keys) -> None:
+    built = repo(tmp_path, keys)
+    with serve(built.root) as url:
+        first = fetcher(tmp_path).fetch(spec(url, built.key))
+        before = TRANSFERS.files
+        second = fetcher(tmp_path).fetch(spec(url, built.key))
+        fetched = TRANSFERS.files - before
+    assert second.vmlinuz == first.vmlinuz
+    assert fetched == 3  # repomd.xml, repomd.xml.asc, the primary index: no RPM again
+    assert all(p["signature"] == "verified" for p in second.packages)
