@@ -159,6 +159,12 @@ class KernelSpec:
     append: str = ""
     tcg_cpu: str = "max,-cx16"
     arch: str = "x86_64"
+    # Fetched from a network this machine may not reach (a distribution's own repository):
+    # when it cannot be reached the kernel ends "unreachable", which fails no local run.
+    needs_network: bool = False
+    # The kernels this one stands in for (rhel9-era for the real el9): the report says
+    # which cells of the two differ, once a run has had both.
+    stands_in_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -324,6 +330,8 @@ KERNEL_KEYS = {
     "append",
     "tcg_cpu",
     "arch",
+    "needs_network",
+    "stands_in_for",
 }
 DEFAULT_KEYS = {"timeout", "boot_timeout", "memory", "cpus", "tags", "append", "tcg_cpu", "arch"}
 
@@ -402,6 +410,16 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
         ),
         tcg_cpu=d.get("tcg_cpu", str, TCG_CPU.get(arch, "max")),
         arch=arch,
+        needs_network=c.get("needs_network", bool, False),
+        stands_in_for=tuple(
+            c.get(
+                "stands_in_for",
+                list,
+                [],
+                check=lambda v: all(isinstance(n, str) and KERNEL_NAME.fullmatch(n) for n in v),
+                expect="a list of kernel names",
+            )
+        ),
     )
 
 
@@ -463,6 +481,12 @@ def parse_config(path: Path, text: str) -> MatrixConfig:
         if k.name in seen:
             raise ConfigError(str(path), k.name, "name", "defined twice")
         seen.add(k.name)
+    for k in kernels:
+        for real in k.stands_in_for:
+            if real not in seen or real == k.name:
+                raise ConfigError(
+                    str(path), k.name, "stands_in_for", f"{real!r} is not another kernel here"
+                )
     return MatrixConfig(
         path=path,
         kernels=tuple(kernels),

@@ -39,6 +39,13 @@ class FetchError(HarnessError):
     exit_status = 4
 
 
+class Unreachable(FetchError):
+    """The server could not be reached at all (no route, no name, no answer), as opposed to
+    one that answered with an error or with bytes that fail a check. Only a kernel that
+    kernels.yaml marks ``needs_network`` may end ``unreachable`` for it; for every other
+    kernel it is a fetch failure like any other."""
+
+
 class UnreadableResult(HarnessError):
     """A result file that exists but is damaged: truncated, not UTF-8, of the wrong shape.
     The report names it and marks its kernel ``unreadable``; it never drops it silently."""

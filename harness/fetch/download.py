@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import FetchError
+from harness.errors import FetchError, Unreachable
 
 ProgressCallback = Callable[[int, int | None], None]
 CHUNK = 1 << 20
@@ -59,6 +59,14 @@ def is_network_error(exc: BaseException | None) -> bool:
     return isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError | OSError)
 
 
+def _download_error(url: str, exc: Exception) -> FetchError:
+    """Unreachable when an http(s) server never answered; a file:// URL that fails is a
+    missing file, not a network."""
+    remote = url.startswith(("http://", "https://"))
+    kind = Unreachable if remote and is_network_error(exc) else FetchError
+    return kind(f"cannot download {url}: {exc}")
+
+
 def _fetch_once(url: str, tmp: Path, progress: ProgressCallback | None) -> str:
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=60) as response, tmp.open("wb") as out:
@@ -98,7 +106,7 @@ def download(
                 break
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 if not _is_transient(exc) or attempt == attempts:
-                    raise FetchError(f"cannot download {url}: {exc}") from exc
+                    raise _download_error(url, exc) from exc
                 time.sleep(2**attempt)
         if sha256 and got != sha256:
             raise FetchError(f"{url}: SHA256 is {got}, the index says {sha256}")

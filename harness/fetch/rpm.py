@@ -16,6 +16,7 @@ import fnmatch
 import gzip
 import lzma
 import subprocess
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -29,6 +30,7 @@ from harness.config import RpmSource
 from harness.errors import FetchError
 from harness.fetch.download import download
 from harness.fetch.unpack import extract_safely
+from harness.host.prereqs import RPM_TOOLS, ensure_tools
 
 REPO = "{http://linux.duke.edu/metadata/repo}"
 COMMON = "{http://linux.duke.edu/metadata/common}"
@@ -193,9 +195,12 @@ def resolve_rpm(source: RpmSource, arch: str, cache: Path) -> tuple[list[RpmPack
     base = source.repo
     with tempfile.TemporaryDirectory(prefix="rpm-index.", dir=_work(cache)) as tmp:
         work = Path(tmp)
-        ring = _keyring(source.key, work)
         repomd = work / "repomd.xml"
+        # First, so that a repository out of reach is said as such before any tool is asked
+        # for: a kernel marked needs_network then ends "unreachable" on any host.
         download(base + "repodata/repomd.xml", repomd)
+        ensure_tools(RPM_TOOLS, lambda message: print(message, file=sys.stderr))
+        ring = _keyring(source.key, work)
         metadata = _check_repomd(base, repomd, ring, work)
         location, sha256 = _primary(repomd)
         primary = work / Path(location).name

@@ -236,6 +236,8 @@ def kernel_entry(k: KernelDir, out_dir: Path, run: dict[str, Any]) -> dict[str, 
         "name": k.name,
         "note": info.get("note", ""),
         "tags": info.get("tags", []),
+        "needs_network": bool(info.get("needs_network")),
+        "stands_in_for": [str(n) for n in info.get("stands_in_for") or []],
         "arch": info.get("arch", "x86_64"),
         "machine": info.get("machine"),
         "host": bool(info.get("host")),
@@ -498,6 +500,7 @@ def build_matrix(
         features[-1]["strategies"].append(strategy)
     all_problems = [*(problems or []), *(p for k in kernel_dirs for p in k.problems)]
     differences = arch_differences(kernels, cells)
+    standins = standin_differences(kernels, cells, defaults)
     return {
         "schema": SCHEMA,
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -510,6 +513,14 @@ def build_matrix(
         "comparison": compare(cells, kernels, previous),
         "problems": all_problems,
         "arch_differences": differences,
+        "standin_differences": standins,
+        # Kernels whose server could not be reached (kernels.yaml's needs_network), this run
+        # or the one their results come from: named on the first screen with the reason.
+        "unreachable": [
+            {"kernel": k["name"], "why": k["detail"] or "unreachable"}
+            for k in kernels
+            if "unreachable" in (k["status"], k["this_run"])
+        ],
         "failed_tests": [
             {"kernel": k.name, **failure} for k in kernel_dirs for failure in k.failed_tests
         ],
@@ -558,4 +569,49 @@ def arch_differences(
                             "arches": {a["arch"]: value, b["arch"]: other},
                         }
                     )
+    return found
+
+
+def standin_differences(
+    kernels: list[dict[str, Any]], cells: list[dict[str, Any]], defaults: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """For each stand-in (kernels.yaml's stands_in_for) and the kernel it stands in for: the
+    cells whose outcomes differ and the features where the library chose another strategy
+    unforced, once both completed; until then, why they were not compared."""
+    outcome = {(c["kernel"], c["feature"], c["strategy"]): c["outcome"] for c in cells}
+    chosen = {(d["kernel"], d["feature"]): d["strategy"] for d in defaults}
+    by_name = {k["name"]: k for k in kernels}
+    found = []
+    for standin in kernels:
+        for name in standin["stands_in_for"]:
+            real = by_name.get(name)
+            entry: dict[str, Any] = {
+                "standin": standin["name"],
+                "real": name,
+                "not_compared": None,
+                "cells": [],
+                "defaults": [],
+            }
+            if real is None:
+                entry["not_compared"] = f"{name} is not in this report"
+            elif real["status"] != "ok":
+                entry["not_compared"] = f"{name} is {real['status']}"
+            elif standin["status"] != "ok":
+                entry["not_compared"] = f"{standin['name']} is {standin['status']}"
+            if entry["not_compared"]:
+                found.append(entry)
+                continue
+            for (kernel, feature, strategy), value in sorted(outcome.items()):
+                other = outcome.get((name, feature, strategy))
+                if kernel == standin["name"] and other is not None and other != value:
+                    entry["cells"].append(
+                        {"feature": feature, "strategy": strategy, "standin": value, "real": other}
+                    )
+            for (kernel, feature), strategy in sorted(chosen.items()):
+                other = chosen.get((name, feature))
+                if kernel == standin["name"] and other is not None and other != strategy:
+                    entry["defaults"].append(
+                        {"feature": feature, "standin": strategy, "real": other}
+                    )
+            found.append(entry)
     return found

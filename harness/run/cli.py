@@ -18,10 +18,11 @@ from typing import Any
 
 from rich.console import Console
 
-from harness.config import DebianSource, MatrixConfig, load_config
-from harness.errors import HarnessError
+from harness.config import DebianSource, KernelSpec, MatrixConfig, RpmSource, load_config
+from harness.errors import HarnessError, Unreachable
 from harness.fetch.archive import INDEX_MAX_AGE
 from harness.fetch.kernels import Fetcher, default_cache
+from harness.fetch.rpm import resolve_rpm
 from harness.run.matrix import REPO, MatrixOptions, MatrixRun, default_jobs
 from harness.ui import MatrixUI
 
@@ -164,15 +165,36 @@ def kernels_json(
             "source": k.source.describe(),
             "tags": list(k.tags),
         }
-        if resolve and isinstance(k.source, DebianSource):
-            packages = fetcher.resolve_debian(k.source, k.arch)
-            entry["packages"] = [
-                {"name": p.name, "version": p.version, "sha256": p.sha256} for p in packages
-            ]
-            digest = hashlib.sha256(" ".join(p.sha256 for p in packages).encode())
-            entry["cache_key"] = f"{k.arch}-{digest.hexdigest()[:16]}"
+        if resolve:
+            try:
+                entry.update(_resolved(k, fetcher, cache))
+            except Unreachable as exc:
+                if not k.needs_network:
+                    raise
+                # Its own job will end "unreachable" and the merge names it; the other
+                # kernels' jobs run.
+                entry.update(unreachable=str(exc), cache_key=f"{k.arch}-unreachable")
         entries.append(entry)
     return json.dumps(entries)
+
+
+def _resolved(k: KernelSpec, fetcher: Fetcher, cache: Path) -> dict[str, Any]:
+    """The packages a kernel resolves to today, and a cache key made of them: each package's
+    SHA256 (Debian), or each RPM's NEVRA and SHA256. Kernels of local files have neither."""
+    if isinstance(k.source, DebianSource):
+        packages = [
+            {"name": p.name, "version": p.version, "sha256": p.sha256}
+            for p in fetcher.resolve_debian(k.source, k.arch)
+        ]
+        made_of = " ".join(p["sha256"] for p in packages)
+    elif isinstance(k.source, RpmSource):
+        rpms, _ = resolve_rpm(k.source, k.arch, cache)
+        packages = [{"nevra": p.nevra, "sha256": p.sha256} for p in rpms]
+        made_of = " ".join(f"{p.nevra}:{p.sha256}" for p in rpms)
+    else:
+        return {}
+    digest = hashlib.sha256(made_of.encode()).hexdigest()[:16]
+    return {"packages": packages, "cache_key": f"{k.arch}-{digest}"}
 
 
 def run(args: argparse.Namespace) -> int:

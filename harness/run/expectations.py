@@ -15,6 +15,10 @@ Conditions come from the kernel under test, found apart from the library they ju
 ``module_string``  {module, string}: text in a module (a parameter name its parser matches),
                  or in the image where the module is built in
 ``tags_any``, ``tags_none``   tags from kernels.yaml
+
+A kernel tagged ``backported`` (RHEL's 5.14, which carries years of later work) decides no
+``min_release``: its version says nothing of what it carries, so such a cell's expectation
+is unknown, never guessed; its symbols, config and strings decide the rest.
 ``why``          a sentence: why this condition, and why no symbol or option can tell
 """
 
@@ -43,6 +47,7 @@ CONDITION_KEYS = {
     "why",
 }
 SYMBOL_PREFIX = {"x86_64": "__x64_sys_", "arm64": "__arm64_sys_"}
+BACKPORTED = "backported"
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,14 @@ def _holds(condition: Mapping[str, Any], facts: KernelFacts) -> tuple[bool, list
         have = value in ("y", "m")
         ok &= have
         reasons.append(f"{condition['config']}={value or 'unset'}")
-    if "min_release" in condition:
+    undecided = None
+    if "min_release" in condition and BACKPORTED in facts.tags:
+        # Decided by the other conditions when one of them fails; unknown when they all hold.
+        undecided = (
+            f"needs {condition['min_release']} or later, and a {BACKPORTED} kernel's version "
+            f"({facts.version}) cannot tell: {' '.join(str(condition.get('why')).split())}"
+        )
+    elif "min_release" in condition:
         version = facts.version
         backports = [str(b) for b in condition.get("backports", [])]
         have = version is not None and release_holds(
@@ -152,6 +164,8 @@ def _holds(condition: Mapping[str, Any], facts: KernelFacts) -> tuple[bool, list
         have = not set(condition["tags_none"]) & set(facts.tags)
         ok &= have
         reasons.append(f"tags {'avoid' if have else 'include'} {condition['tags_none']}")
+    if ok and undecided:
+        raise LookupError(undecided)
     return ok, reasons
 
 

@@ -13,6 +13,10 @@ and every way it can go wrong mapped to exactly one terminal status:
 ``incomplete``    the guest started but did not finish, or runs another kernel than asked
 ``interrupted``   the run was stopped (Ctrl-C, SIGTERM) before this kernel ended
 ``fetch-failed``  its packages could not be resolved, downloaded, verified or extracted
+``unreachable``   a kernel that kernels.yaml marks ``needs_network``: its server could not be
+                  reached at all (no name, no route, no answer). Not a failure of a local run;
+                  only where that network is promised (the nightly's merge with
+                  --require-complete) is it an incomplete kernel
 
 The kernel owns its staging directory and the processes of its guest; the orchestrator only
 schedules it, stops it, and reports on it.
@@ -45,7 +49,7 @@ from harness.boot.vng import (
     vng_executable,
 )
 from harness.config import KernelSpec, MatrixConfig
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Unreachable
 from harness.evidence import bounded
 from harness.fetch.archive import INDEX_MAX_AGE
 from harness.fetch.imagefacts import all_known, find_strings
@@ -72,6 +76,7 @@ TERMINAL = (
     "incomplete",
     "interrupted",
     "fetch-failed",
+    "unreachable",
 )
 Say = Callable[[str, str], None]  # (kernel, message)
 
@@ -115,6 +120,8 @@ class KernelRun:
             "run_id": ctx.store.run_id,
             "pytest_args": list(ctx.pytest_args),
             "provenance": ctx.provenance,
+            "needs_network": spec.needs_network,
+            "stands_in_for": list(spec.stands_in_for),
             "status": "planned",
         }
         self._lock = threading.Lock()
@@ -139,6 +146,10 @@ class KernelRun:
         )
         try:
             tree = fetcher.fetch(self.spec)
+        except Unreachable as exc:
+            needs = self.spec.needs_network
+            self.end("unreachable" if needs else "fetch-failed", str(exc))
+            return False
         except HarnessError as exc:
             self.end("fetch-failed", str(exc))
             return False

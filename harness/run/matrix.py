@@ -313,7 +313,17 @@ class MatrixRun:
     def exit_status(self, matrix: dict[str, Any] | None) -> int:
         if self.signal is not None:
             return EXIT_SIGNAL.get(self.signal, 130)
-        incomplete = [k.spec.name for k in self.kernels if k.state != "ok"]
+        # A kernel behind a network this machine does not reach fails no local run; a merge
+        # that promises that network (--require-complete) counts it as incomplete.
+        unreachable = [k for k in self.kernels if k.state == "unreachable"]
+        for k in unreachable:
+            detail = k.record.get("detail", "")
+            self.ui.say(
+                escape(
+                    f"unreachable (needs its network, fails no local run): {k.spec.name}: {detail}"
+                )
+            )
+        incomplete = [k.spec.name for k in self.kernels if k.state not in ("ok", "unreachable")]
         return matrix_exit(
             matrix, incomplete, self.options.allow_surprises, lambda line: self.ui.say(escape(line))
         )

@@ -35,7 +35,7 @@ KEPT_ATTEMPTS = 3
 # less than this is a disk that will fill during the run.
 MIN_FREE_BYTES = 16 * 2**20
 # Statuses that are no verdict on the kernel: earlier results stay in place.
-KEEP_EARLIER = frozenset({"interrupted", "fetch-failed"})
+KEEP_EARLIER = frozenset({"interrupted", "fetch-failed", "unreachable"})
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

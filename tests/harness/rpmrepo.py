@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fakearchive
 
-_PAYLOADS = {"xz": "w6.xzdio", "zstd": "w19.zstdio"}
+_PAYLOADS = {"xz": "w2.xzdio", "zstd": "w19.zstdio"}
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ def build_repo(
     sign_metadata: bool = True,
     payload: str = "xz",
     metadata: str = "gz",
+    kernel_release: str | None = None,
 ) -> RpmRepo:
     """files maps a package name (e.g. "kernel-core", "kernel-modules-core", "kernel-modules")
     to {path inside the package relative to /: content bytes}; "{kr}" in a path is replaced by
@@ -142,10 +143,12 @@ def build_repo(
     subpackage each), signed with rpmsign when ``sign``, then createrepo_c on ``dest`` and, when
     ``sign_metadata``, repodata/repomd.xml.asc by the same key. ``metadata``: the compression
     of the indexes (createrepo_c's gz, xz, bz2 or zstd). Built again into the same ``dest``
-    with another release, the repository holds both versions."""
+    with another release, the repository holds both versions. ``kernel_release``: the
+    directory under lib/modules/ ("{kr}"), where the kernel packed is not RHEL's own (a Debian
+    kernel's uname -r), by default RHEL's version-release.arch."""
     if payload not in _PAYLOADS:
         raise ValueError(f"payload must be one of {sorted(_PAYLOADS)}, not {payload!r}")
-    kr = f"{version}-{release}.{arch}"
+    kr = kernel_release or f"{version}-{release}.{arch}"
     dest.mkdir(parents=True, exist_ok=True)
     packages: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix=".rpmbuild-", dir=dest.parent) as tmp:

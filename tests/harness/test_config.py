@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import MAX_NAME_BYTES, DebianSource, LocalSource, load_config, parse_config
+from harness.config import (
+    MAX_NAME_BYTES,
+    DebianSource,
+    LocalSource,
+    RpmSource,
+    load_config,
+    parse_config,
+)
 from harness.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,10 +46,21 @@ def test_the_default_file_loads_with_every_kernel() -> None:
         "latest",
         "6.16",
         "newest",
+        "centos-stream-9",
+        "almalinux-9",
         "6.12-arm64",
         "newest-arm64",
     ]
     assert all(k.note and k.tags for k in config.kernels)
+    # The real el9 kernels: out of reach here, and their keys are files of this repository.
+    real = [k for k in config.kernels if k.needs_network]
+    assert [k.name for k in real] == ["centos-stream-9", "almalinux-9"]
+    assert all(isinstance(k.source, RpmSource) and k.source.key.is_file() for k in real)
+    (standin,) = [k for k in config.kernels if k.stands_in_for]
+    assert standin.name == "rhel9-era" and standin.stands_in_for == (
+        "centos-stream-9",
+        "almalinux-9",
+    )
     assert {k.arch for k in config.kernels} == {"x86_64", "arm64"}
     assert {k.tcg_cpu for k in config.kernels if k.arch == "arm64"} == {"max"}
 
@@ -69,6 +87,24 @@ def test_a_good_file() -> None:
         (GOOD.replace("debian:", "rpmm:"), "k1", "source.rpmm", "unknown source kind"),
         (GOOD.replace("timeout: 30", "timeout: -1"), "k2", "timeout", "positive"),
         (GOOD.replace("name: k2", "name: k1"), "k1", "name", "defined twice"),
+        (
+            GOOD.replace("tags: [a]", "needs_network: yes please"),
+            "k1",
+            "needs_network",
+            "expected bool",
+        ),
+        (
+            GOOD.replace("tags: [a]", "stands_in_for: [k9]"),
+            "k1",
+            "stands_in_for",
+            "'k9' is not another kernel here",
+        ),
+        (
+            GOOD.replace("tags: [a]", "stands_in_for: [k1]"),
+            "k1",
+            "stands_in_for",
+            "'k1' is not another kernel here",
+        ),
     ],
 )
 def test_errors_name_file_kernel_and_field(text: str, kernel: str, field: str, words: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import lzma
 import shutil
 import subprocess
@@ -15,11 +16,12 @@ from typing import Any
 import pytest
 from rpmrepo import RpmRepo, build_repo, kernel_files, make_key, serve
 
-from harness.config import KernelSpec, RpmSource
+from harness.config import KernelSpec, RpmSource, load_config
 from harness.errors import FetchError
 from harness.fetch.download import TRANSFERS
 from harness.fetch.kernels import Fetcher
 from harness.fetch.rpm import rpm_sorted
+from harness.run.cli import kernels_json
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("rpmbuild", "rpmsign", "createrepo_c", "rpm2archive")),
@@ -212,3 +214,30 @@ def test_a_second_fetch_downloads_only_the_metadata(tmp_path: Path, keys: Keys) 
     assert second.vmlinuz == first.vmlinuz
     assert fetched == 3  # repomd.xml, repomd.xml.asc, the primary index: no RPM again
     assert all(p["signature"] == "verified" for p in second.packages)
+
+
+def test_the_plan_lists_the_nevras_and_a_cache_key_made_of_them(tmp_path: Path, keys: Keys) -> None:
+    """What the workflow's plan job reads: the packages a kernel resolves to today, and a key
+    that changes when a new kernel is published, so that its job's cache is the new one's."""
+    built = repo(tmp_path, keys, release="70.el9")
+
+    def plan() -> dict[str, Any]:
+        config = tmp_path / "kernels.yaml"
+        config.write_text(
+            "kernels:\n  - name: el9\n    note: n\n    source:\n"
+            f"      rpm: {{repo: '{url}', key: '{built.key}'}}\n"
+        )
+        (entry,) = json.loads(kernels_json(load_config(config), [], tmp_path / "c", True))
+        return dict(entry)
+
+    with serve(built.root) as url:
+        first = plan()
+        assert [p["nevra"] for p in first["packages"]] == [
+            f"{n}-5.14.0-70.el9.x86_64"
+            for n in ("kernel-core", "kernel-modules-core", "kernel-modules")
+        ]
+        assert first["cache_key"].startswith("x86_64-") and first == plan()
+        repo(tmp_path, keys, release="503.el9")  # a new kernel is published
+        second = plan()
+    assert second["packages"][0]["nevra"] == "kernel-core-5.14.0-503.el9.x86_64"
+    assert second["cache_key"] != first["cache_key"]
