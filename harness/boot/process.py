@@ -27,6 +27,10 @@ GUEST_PROGRESS = "mountcompat-guest:"
 # timed by the host when it arrives (the guest's clock is not the host's).
 TIMELINE_MARK = "@"
 PANIC_GRACE = 3.0  # seconds of console kept after a panic line, for the backtrace
+# QEMU's own words when KVM cannot run the guest on: it stops the guest and waits forever. On
+# some hosts a probe guest runs under KVM and a real kernel then fails so (lock cmpxchg16b in
+# SLUB's first allocations, "emulation failure"); the harness boots it again under TCG.
+KVM_FAILURE_MARKERS = ("KVM internal error", "emulation failure")
 
 OnLine = Callable[[str], None]
 
@@ -41,6 +45,7 @@ class RunOutcome:
     # Seconds from QEMU's start: its first console line, the guest's command starting, and
     # every event the guest marked, in order.
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    accel_failure: str | None = None  # QEMU's line saying that KVM could not go on
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +62,8 @@ class ConsoleWatcher:
         self.first_line_at: float | None = None
         self.events: list[tuple[str, str, float]] = []  # (event, detail, monotonic time)
         self.panic_lines: list[str] = []
+        self.accel_failure: str | None = None
+        self.accel_failed_at: float | None = None
         self.oops_lines: list[str] = []
         self.log_error: OSError | None = None
         self.thread = threading.Thread(target=self._pump, daemon=True)
@@ -74,6 +81,8 @@ class ConsoleWatcher:
                 self.panic_lines = list(self.tail)[-20:]
             elif self.panic_at is not None and len(self.panic_lines) < 60:
                 self.panic_lines.append(line)
+            if self.accel_failure is None and any(m in line for m in KVM_FAILURE_MARKERS):
+                self.accel_failure, self.accel_failed_at = line.strip(), time.monotonic()
             if any(m in line for m in OOPS_MARKERS) and not self.oops_lines:
                 self.oops_lines = [line]
             elif self.oops_lines and len(self.oops_lines) < 40:
@@ -217,9 +226,14 @@ def classify(
     timeout: float,
     boot_stalled: float | None = None,
     died: str | None = None,
+    accel_failure: str | None = None,
 ) -> tuple[str, str]:
     if panicked:
         return "panic", "the kernel panicked"
+    if accel_failure is not None:
+        if (results / "guest-started.json").exists():
+            return "incomplete", f"KVM could not run the guest on: {accel_failure}"
+        return "boot-failed", f"KVM could not run the guest on: {accel_failure}"
     if died is not None:
         if (results / "guest-started.json").exists():
             return "incomplete", f"{died} died while the guest ran"
@@ -279,6 +293,9 @@ def run_guest(
                     break
                 if watcher.panic_at is not None and now - watcher.panic_at > PANIC_GRACE:
                     break
+                failed_at = watcher.accel_failed_at
+                if failed_at is not None and now - failed_at > PANIC_GRACE:
+                    break  # QEMU's register dump is in; the guest will never go on
                 if (died := stack.died()) is not None:
                     break
                 time.sleep(0.2)
@@ -295,6 +312,7 @@ def run_guest(
         timeout=timeout,
         boot_stalled=boot_stalled,
         died=died,
+        accel_failure=watcher.accel_failure,
     )
     if panicked:
         evidence = watcher.panic_lines
@@ -311,6 +329,7 @@ def run_guest(
         ended - started,
         evidence,
         timeline(watcher, started, ended),
+        watcher.accel_failure,
     )
 
 

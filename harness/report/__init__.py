@@ -283,6 +283,8 @@ def markdown_summary(matrix: dict[str, Any]) -> str:
     incomplete = [k["name"] for k in matrix["kernels"] if k["status"] not in INCOMPLETE]
     if incomplete:
         lines += ["", f"**Did not complete:** {', '.join(incomplete)}"]
+    for u in matrix.get("unreachable", []):
+        lines += ["", f"**Unreachable:** {u['kernel']}: {u['why']}"]
     surprises = surprise_lines(matrix)
     if surprises:
         lines += ["", "**Surprises:**", ""]

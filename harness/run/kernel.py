@@ -56,6 +56,7 @@ from harness.fetch.imagefacts import all_known, find_strings
 from harness.fetch.kernels import Fetcher, KernelTree
 from harness.files import load_json_object, read_json_object, write_json
 from harness.guest import SCRATCH_DISK_BYTES
+from harness.host.accel import AccelProbe
 from harness.host.facts import HostFacts
 from harness.host.guestroot import (
     GUEST_REPO,
@@ -283,8 +284,11 @@ class KernelRun:
             attempts: list[dict[str, Any]] = []
             for attempt in (1, 2):
                 outcome = self._attempt(command, env, attempt)
-                if not self._retry_worthy(outcome) or attempt == 2:
+                kvm_failed = outcome.accel_failure is not None and plan.accel == "kvm"
+                if not (kvm_failed or self._retry_worthy(outcome)) or attempt == 2:
                     break
+                if kvm_failed:
+                    plan, command = self._without_kvm(outcome, disk, vng, env, Path(tmp))
                 # A boot that never reached the guest's command is an infrastructure failure,
                 # not a verdict: keep its console and evidence, and boot once more.
                 (self.dir / "console.log").rename(self.dir / f"console-attempt{attempt}.log")
@@ -293,6 +297,20 @@ class KernelRun:
                     name, f"{outcome.status} ({escape(outcome.detail)}); booting again"
                 )
         return outcome, attempts
+
+    def _without_kvm(
+        self, outcome: RunOutcome, disk: Path, vng: str, env: dict[str, str], tmp: Path
+    ) -> tuple[GuestPlan, list[str]]:
+        """KVM ran the probe guest and could not run this one: TCG for it and for every
+        guest of the run from now on, said in the run's facts and in this kernel's."""
+        reason = f"KVM failed in {self.spec.name}'s guest ({outcome.accel_failure}): TCG since"
+        self.ctx.host.accel = AccelProbe("tcg", reason)
+        self.ctx.milestone(self.spec.name, escape(reason))
+        plan = self.plan(disk)
+        command = build_vng_command(plan, vng=vng)
+        (self.dir / "reproduce.sh").write_text(reproduce_script(plan, vng, env))
+        self._enter("booting", accelerator=plan.accel, accelerator_reason=reason, command=command)
+        return plan, command
 
     def _attempt(self, command: list[str], env: dict[str, str], attempt: int) -> RunOutcome:
         assert self.tree is not None

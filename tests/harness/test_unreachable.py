@@ -84,6 +84,8 @@ def test_a_network_kernel_out_of_reach_is_unreachable_and_fails_no_local_run(
             "--out",
             str(tmp_path / "m2"),
             "--require-complete",
+            "--summary",
+            str(tmp_path / "summary.md"),
         ],
         cwd=REPO,
         capture_output=True,
@@ -92,6 +94,8 @@ def test_a_network_kernel_out_of_reach_is_unreachable_and_fails_no_local_run(
     )
     assert required.returncode == 1, required.stderr
     assert "did not complete: el9" in required.stderr
+    summary = (tmp_path / "summary.md").read_text()
+    assert "**Unreachable:** el9: cannot download http://127.0.0.1:9/el9/" in summary
 
 
 def test_every_other_fetch_failure_stays_fetch_failed(tmp_path: Path) -> None:
