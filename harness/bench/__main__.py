@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.bench import matrix, mounttable, strategies
+from harness.bench import matrix, mounttable, settings, strategies
 from harness.files import read_json_object, write_json
 
 OUT = Path(__file__).resolve().parents[2] / "results" / "bench.json"
@@ -22,7 +22,21 @@ OUT = Path(__file__).resolve().parents[2] / "results" / "bench.json"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__)
-    parser.add_argument("--only", choices=("strategies", "mounttable", "matrix"))
+    parser.add_argument("--only", choices=("strategies", "mounttable", "matrix", "settings"))
+    parser.add_argument(
+        "--setting",
+        action="append",
+        choices=sorted(settings.SETTINGS),
+        help="with --only settings: this emulator setting (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--kernel",
+        action="append",
+        default=[],
+        help="with --only settings: this kernel (repeatable; default: all that need no network)",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --only settings: old/new pairs")
+    parser.add_argument("--jobs", type=int, default=1, help="with --only settings: guests at once")
     parser.add_argument(
         "--sizes",
         default=",".join(str(s) for s in mounttable.SIZES),
@@ -41,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         table = mounttable.run(sizes)
         results["mount_table"] = table
         print(mounttable.markdown(table))
+    if args.only == "settings":
+        chosen = args.setting or sorted(settings.SETTINGS)
+        measured = settings.run(chosen, args.kernel, args.rounds, args.jobs)
+        results["settings"] = {**results.get("settings", {}), **measured}
+        print(settings.markdown(measured))
     if args.only in (None, "matrix"):
         results["matrix"] = matrix.run()
         print(matrix.markdown(results["matrix"]))

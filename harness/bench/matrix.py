@@ -91,6 +91,7 @@ def run(jobs: int | None = None) -> dict[str, Any]:
                 spec.tcg_cpu,
                 spec.arch,
                 root.path if root else None,
+                spec.append,
             )
             floors[spec.name] = round(bare_boot(command, env), 1)
             say(f"{spec.name}: bare boot {floors[spec.name]} s")

@@ -96,9 +96,16 @@ def preemption_args(config: Path | None) -> list[str]:
 
 
 def bare_boot_command(
-    vmlinuz: Path, accel: str, cpus: int, tcg_cpu: str | None, arch: str, root: Path | None
+    vmlinuz: Path,
+    accel: str,
+    cpus: int,
+    tcg_cpu: str | None,
+    arch: str,
+    root: Path | None,
+    append: str = "",
 ) -> list[str]:
-    """``vng --run <vmlinuz> --exec true``: the boot alone, as the harness boots it."""
+    """``vng --run <vmlinuz> --exec true``: the boot alone, as the harness boots it (with
+    the kernel's own command line from kernels.yaml, ``append``)."""
     command = [vng_executable(), "--run", str(vmlinuz), "--cpus", str(cpus)]
     if root is not None:
         command += ["--arch", VNG_ARCH[arch], "--root", str(root)]
@@ -106,8 +113,8 @@ def bare_boot_command(
         command.append("--disable-kvm")
         if tcg_cpu:
             command.append(f"--qemu-opts=-cpu {tcg_cpu}")
-    if args := tcg_kernel_args(accel, arch):
-        command += ["--append", " ".join(args)]
+    if args := " ".join(filter(None, [append, *tcg_kernel_args(accel, arch)])):
+        command += ["--append", args]
     return [*command, "--exec", "true"]
 
 

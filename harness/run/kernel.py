@@ -355,6 +355,7 @@ class KernelRun:
             self.spec.tcg_cpu,
             self.spec.arch,
             root.path if root else None,
+            self.spec.append,
         )
         started = time.monotonic()
         proc = subprocess.Popen(
