@@ -282,13 +282,17 @@ class KernelRun:
             if self.ctx.measure_bare_boot:
                 self.record["bare_boot_seconds"] = self.bare_boot(env)
             attempts: list[dict[str, Any]] = []
-            for attempt in (1, 2):
+            attempt, retried = 0, False
+            while True:
+                attempt += 1
                 outcome = self._attempt(command, env, attempt)
-                kvm_failed = outcome.accel_failure is not None and plan.accel == "kvm"
-                if not (kvm_failed or self._retry_worthy(outcome)) or attempt == 2:
-                    break
-                if kvm_failed:
+                if outcome.accel_failure is not None and plan.accel == "kvm":
+                    # Not the kernel's failure: it does not use up the kernel's one retry.
                     plan, command = self._without_kvm(outcome, disk, vng, env, Path(tmp))
+                elif self._retry_worthy(outcome) and not retried:
+                    retried = True
+                else:
+                    break
                 # A boot that never reached the guest's command is an infrastructure failure,
                 # not a verdict: keep its console and evidence, and boot once more.
                 (self.dir / "console.log").rename(self.dir / f"console-attempt{attempt}.log")
