@@ -501,6 +501,7 @@ def build_matrix(
     all_problems = [*(problems or []), *(p for k in kernel_dirs for p in k.problems)]
     differences = arch_differences(kernels, cells)
     standins = standin_differences(kernels, cells, defaults)
+    ran = {k.name for k in kernel_dirs if k.status == "ok"}
     return {
         "schema": SCHEMA,
         "generated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -529,7 +530,8 @@ def build_matrix(
             for o in ("works", "unsupported", "broken", "not-run")
         },
         # Expectations that could not be decided (no config, no symbols, none written): the
-        # cells they leave unjudged, counted on the report's first screen.
+        # cells they leave unjudged, counted on the report's first screen. Only of kernels that
+        # ran: one that never booted has no cell to judge, and its status says why.
         "unknown_expectations": [
             {
                 "kernel": c["kernel"],
@@ -537,7 +539,7 @@ def build_matrix(
                 "why": c["expected_because"],
             }
             for c in cells
-            if c["expected"] == "unknown"
+            if c["expected"] == "unknown" and c["kernel"] in ran
         ],
     }
 

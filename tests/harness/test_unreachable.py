@@ -63,6 +63,8 @@ def test_a_network_kernel_out_of_reach_is_unreachable_and_fails_no_local_run(
     report = json.loads((results / "matrix.json").read_text())
     assert [u["kernel"] for u in report["unreachable"]] == ["el9"]
     assert "127.0.0.1:9" in report["unreachable"][0]["why"]
+    # Its cells are not-run with the status as the reason, not a first screen of "unknown".
+    assert report["unknown_expectations"] == []
     header = (results / "report.html").read_text().split("<main>", 1)[0]
     assert 'id="unreachable"' in header and "127.0.0.1:9" in header
     assert not (results / "el9" / "console.log").exists(), "it booted"
