@@ -47,11 +47,15 @@ RESERVED_NAMES = frozenset(
     }
 )
 ARCHITECTURES = ("x86_64", "arm64")
-# QEMU's CPU under TCG, per architecture. x86_64 without cx16: bookworm's QEMU 7.2 emulates
-# cmpxchg16b wrongly under multi-threaded TCG, and 6.12's SLUB, which uses it on every
-# allocation, oopses at boot (double fault in __kmalloc_noprof, 3 boots in 3; 4 in 4 boot
-# cleanly without it). arm64: QEMU's "max" CPU.
-TCG_CPU = {"x86_64": "max,-cx16", "arm64": "max"}
+# QEMU's CPU under TCG, per architecture, measured old against new (docs/performance.md).
+# x86_64: qemu64 with SSSE3, SSE4.1, SSE4.2 and POPCNT, an x86-64-v2 without AVX and without
+# cx16. No AVX: glibc and Python take their SSE paths, which TCG emulates with less work than
+# AVX2's (bare boot x0.77, full run x0.89 against "max,-cx16", every cell the same). No cx16:
+# bookworm's QEMU 7.2 emulates cmpxchg16b wrongly under multi-threaded TCG, and 6.12's SLUB,
+# which uses it on every allocation, oopses at boot (double fault in __kmalloc_noprof, 3 boots
+# in 3). arm64: "max" with pauth-impdef=on: pointer authentication stays, with QEMU's cheap
+# hash instead of the architected QARMA5, which is slow to emulate (x0.51 boot, x0.47 run).
+TCG_CPU = {"x86_64": "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt", "arm64": "max,pauth-impdef=on"}
 PICKS = ("newest", "oldest")
 MAX_CONFIG_BYTES = 1 << 20  # kernels.yaml is a few KiB; a file this large is not one
 FILE_KINDS = {
@@ -157,7 +161,7 @@ class KernelSpec:
     memory: str = "2G"
     cpus: int = 1
     append: str = ""
-    tcg_cpu: str = "max,-cx16"
+    tcg_cpu: str = TCG_CPU["x86_64"]
     arch: str = "x86_64"
     # Fetched from a network this machine may not reach (a distribution's own repository):
     # when it cannot be reached the kernel ends "unreachable", which fails no local run.

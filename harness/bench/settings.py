@@ -1,9 +1,10 @@
 """The emulator's own settings, old against new in one run (issue 22): for each setting, the
-kernels of kernels.yaml under today's file ("old") and under the same file with that one
-setting changed ("new"), interleaved round by round (old, new, new, old, ...) so that other
-load on the machine moves both sides alike. Per kernel: the bare boot (``vng --run <vmlinuz>
---exec true``) and the full harness run; and whether the two sides gave the same outcome in
-every cell (a setting that changes a verdict is not adopted, whatever it saves).
+kernels of kernels.yaml with the setting as it was before this work ("old") and with its
+candidate ("new"), everything else as the file says, interleaved round by round (old, new,
+new, old, ...) so that other load on the machine moves both sides alike. Per kernel: the
+bare boot (``vng --run <vmlinuz> --exec true``) and the full harness run; and whether the two
+sides gave the same outcome in every cell (a setting that changes a verdict is not adopted,
+whatever it saves).
 
 Run as ``python -m harness.bench --only settings [--setting NAME] [--kernel NAME] [--rounds N]``.
 """
@@ -39,7 +40,8 @@ class Setting:
     name: str
     what: str
     why_safe: str
-    change: Change
+    old: Change
+    new: Change
 
 
 def _cpu(x86: str | None = None, arm64: str | None = None) -> Change:
@@ -49,6 +51,10 @@ def _cpu(x86: str | None = None, arm64: str | None = None) -> Change:
             entry["tcg_cpu"] = cpu
 
     return change
+
+
+def _unchanged(entry: dict[str, Any], arch: str) -> None:
+    pass
 
 
 def _append(words: str) -> Change:
@@ -68,6 +74,7 @@ SETTINGS = {
             "the mount API does not depend on the CPU's vector units; glibc and Python take "
             "their SSE2/SSE4 paths instead of AVX2 ones, which TCG emulates with more work; cx16 "
             "stays off as today's workaround needs",
+            _cpu(x86="max,-cx16"),
             _cpu(x86="qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"),
         ),
         Setting(
@@ -76,6 +83,7 @@ SETTINGS = {
             "pointer authentication stays on, with QEMU's own cheap hash instead of the "
             "architected QARMA5, which QEMU's documentation names as slow under emulation; "
             "nothing the suites see depends on the hash",
+            _cpu(arm64="max"),
             _cpu(arm64="max,pauth-impdef=on"),
         ),
         Setting(
@@ -84,20 +92,20 @@ SETTINGS = {
             "the speculative-execution mitigations (page table isolation, retpolines, buffer "
             "clearing on each syscall) guard against other tenants of a real CPU; the guest is "
             "alone on an emulated one, and no mount API result depends on them",
+            _unchanged,
             _append("mitigations=off"),
         ),
     )
 }
 
 
-def variant(config: Path, setting: Setting | None, out: Path) -> Path:
-    """kernels.yaml as it is (None), or with ``setting`` applied to every kernel; written
-    beside the original so that the paths it names (keys, local files) still resolve."""
+def variant(config: Path, change: Change, out: Path) -> Path:
+    """kernels.yaml with ``change`` applied to every kernel; written beside the original so
+    that the paths it names (keys, local files) still resolve."""
     data = yaml.safe_load(config.read_text())
-    if setting is not None:
-        defaults = data.get("defaults", {})
-        for entry in data["kernels"]:
-            setting.change(entry, entry.get("arch", defaults.get("arch", "x86_64")))
+    defaults = data.get("defaults", {})
+    for entry in data["kernels"]:
+        change(entry, entry.get("arch", defaults.get("arch", "x86_64")))
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
 
@@ -173,8 +181,12 @@ def measure(setting: Setting, names: list[str], rounds: int, jobs: int) -> dict[
     cells: dict[str, list[dict[str, str]]] = {"old": [], "new": []}
     with tempfile.TemporaryDirectory(prefix="mountcompat-settings.") as tmp:
         configs = {
-            "old": variant(original, None, REPO / f".kernels-old-{Path(tmp).name}.yaml"),
-            "new": variant(original, setting, REPO / f".kernels-new-{Path(tmp).name}.yaml"),
+            side: variant(
+                original,
+                setting.old if side == "old" else setting.new,
+                REPO / f".kernels-{side}-{Path(tmp).name}.yaml",
+            )
+            for side in ("old", "new")
         }
         vfsd = ensure_virtiofsd(default_cache(), None, say)
         env = vng_environment(vfsd.bin_dir, Path(tmp))

@@ -62,7 +62,10 @@ def test_the_default_file_loads_with_every_kernel() -> None:
         "almalinux-9",
     )
     assert {k.arch for k in config.kernels} == {"x86_64", "arm64"}
-    assert {k.tcg_cpu for k in config.kernels if k.arch == "arm64"} == {"max"}
+    assert {k.tcg_cpu for k in config.kernels if k.arch == "arm64"} == {"max,pauth-impdef=on"}
+    assert {k.tcg_cpu for k in config.kernels if k.arch == "x86_64"} == {
+        "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"
+    }
 
 
 def test_a_good_file() -> None:
