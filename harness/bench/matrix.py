@@ -10,6 +10,7 @@ harness run writes into its own temporary results directory: nothing of results/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.boot.vng import bare_boot_command, vng_environment
-from harness.config import load_config
+from harness.config import KernelSpec, load_config
 from harness.fetch.kernels import Fetcher, default_cache
 from harness.fetch.mirror import debian_mirror
 from harness.host.accel import probe_accel
@@ -37,10 +38,14 @@ def bare_boot(command: list[str], env: dict[str, str]) -> float:
     return time.monotonic() - started
 
 
-def harness(kernels: list[str], jobs: int, pytest_args: list[str]) -> dict[str, Any]:
-    """One harness run: its wall time and, per kernel, its own wall and suite times."""
+def harness(
+    kernels: list[str], jobs: int, pytest_args: list[str], options: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """One harness run (with ``options`` of its command line, a --config say): its wall
+    time, per kernel its own wall and suite times, and every cell's outcome."""
     with tempfile.TemporaryDirectory(prefix="mountcompat-bench.") as results:
         command = [sys.executable, "-m", "harness", "--results", results, "--jobs", str(jobs)]
+        command += options
         for name in kernels:
             command += ["--kernel", name]
         command += ["--allow-surprises", "--", *pytest_args]
@@ -60,17 +65,47 @@ def harness(kernels: list[str], jobs: int, pytest_args: list[str]) -> dict[str, 
                 "wall_seconds": info.get("wall_seconds"),
                 "suites_seconds": round(guest.get("suites_seconds", 0.0), 1),
             }
-    return {"wall_seconds": round(wall, 1), "kernels": per_kernel}
+        cells = {}
+        with contextlib.suppress(OSError, ValueError):
+            matrix = json.loads((Path(results) / "matrix.json").read_text())
+            cells = {
+                f"{c['kernel']} {c['feature']}/{c['strategy']}": c["outcome"]
+                for c in matrix["cells"]
+            }
+    return {"wall_seconds": round(wall, 1), "kernels": per_kernel, "cells": cells}
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def bare_boot_of(
+    spec: KernelSpec, fetcher: Fetcher, mirror: str | None, env: dict[str, str], accel: str
+) -> float:
+    """Seconds of a bare boot of ``spec``'s kernel as the harness boots it (a guest of another
+    architecture into its own root, under TCG)."""
+    tree = fetcher.fetch(spec)
+    root = None
+    if spec.arch != host_arch():
+        root = ensure_root(spec.arch, fetcher.cache, debian_mirror(mirror), say)
+        install_modules(root, tree.modules, tree.release)
+    command = bare_boot_command(
+        tree.vmlinuz,
+        accel if root is None else "tcg",
+        spec.cpus,
+        spec.tcg_cpu,
+        spec.arch,
+        root.path if root else None,
+        spec.append,
+    )
+    return round(bare_boot(command, env), 1)
+
+
 def run(jobs: int | None = None) -> dict[str, Any]:
     config = load_config(REPO / "kernels.yaml")
     jobs = jobs or os.cpu_count() or 1
-    names = [k.name for k in config.kernels]
+    specs = list(config.kernels)
+    names = [k.name for k in specs]
     cache = default_cache()
     fetcher = Fetcher(cache=cache, mirror=config.mirror)
     vfsd = ensure_virtiofsd(cache, config.mirror, say)
@@ -78,22 +113,8 @@ def run(jobs: int | None = None) -> dict[str, Any]:
     floors = {}
     with tempfile.TemporaryDirectory(prefix="mountcompat-bench.") as tmp:
         env = vng_environment(vfsd.bin_dir, Path(tmp))
-        for spec in config.kernels:
-            tree = fetcher.fetch(spec)
-            root = None
-            if spec.arch != host_arch():
-                root = ensure_root(spec.arch, cache, debian_mirror(config.mirror), say)
-                install_modules(root, tree.modules, tree.release)
-            command = bare_boot_command(
-                tree.vmlinuz,
-                accel if root is None else "tcg",
-                spec.cpus,
-                spec.tcg_cpu,
-                spec.arch,
-                root.path if root else None,
-                spec.append,
-            )
-            floors[spec.name] = round(bare_boot(command, env), 1)
+        for spec in specs:
+            floors[spec.name] = bare_boot_of(spec, fetcher, config.mirror, env, accel)
             say(f"{spec.name}: bare boot {floors[spec.name]} s")
     sequential_empty = harness(names, 1, NOTHING)
     sequential_full = harness(names, 1, [])

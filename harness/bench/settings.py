@@ -11,12 +11,8 @@ Run as ``python -m harness.bench --only settings [--setting NAME] [--kernel NAME
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +20,10 @@ from typing import Any
 
 import yaml
 
-from harness.boot.vng import bare_boot_command, vng_environment
-from harness.config import KernelSpec, load_config
+from harness.bench.matrix import bare_boot_of, harness, say
+from harness.boot.vng import vng_environment
+from harness.config import load_config
 from harness.fetch.kernels import Fetcher, default_cache
-from harness.fetch.mirror import debian_mirror
-from harness.host.guestroot import ensure_root, host_arch, install_modules
 from harness.host.virtiofsd import ensure_virtiofsd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,65 +105,13 @@ def variant(config: Path, change: Change, out: Path) -> Path:
     return out
 
 
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _bare_boots(config: Path, names: list[str], env: dict[str, str]) -> dict[str, float]:
     """Seconds of a bare boot per kernel, as the harness would boot it under ``config``."""
-    specs = load_config(config).select(names)
-    cache = default_cache()
-    fetcher = Fetcher(cache=cache, mirror=load_config(config).mirror)
-    seconds = {}
-    for spec in specs:
-        seconds[spec.name] = _bare_boot(spec, fetcher, cache, env)
-    return seconds
-
-
-def _bare_boot(spec: KernelSpec, fetcher: Fetcher, cache: Path, env: dict[str, str]) -> float:
-    tree = fetcher.fetch(spec)
-    root = None
-    if spec.arch != host_arch():
-        root = ensure_root(spec.arch, cache, debian_mirror(None), say)
-        install_modules(root, tree.modules, tree.release)
-    command = bare_boot_command(
-        tree.vmlinuz,
-        "tcg",
-        spec.cpus,
-        spec.tcg_cpu,
-        spec.arch,
-        root.path if root else None,
-        spec.append,
-    )
-    started = time.monotonic()
-    subprocess.run(command, env=env, capture_output=True, check=False, timeout=900)
-    return round(time.monotonic() - started, 1)
-
-
-def _full_run(config: Path, names: list[str], jobs: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="mountcompat-settings.") as results:
-        command = [sys.executable, "-m", "harness", "--config", str(config), "--accel", "tcg"]
-        command += ["--results", results, "--jobs", str(jobs), "--allow-surprises"]
-        for name in names:
-            command += ["--kernel", name]
-        started = time.monotonic()
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
-        wall = round(time.monotonic() - started, 1)
-        try:
-            matrix = json.loads((Path(results) / "matrix.json").read_text())
-        except (OSError, ValueError):
-            return {"wall_seconds": wall, "exit": done.returncode, "kernels": {}, "cells": {}}
+    matrix_config = load_config(config)
+    fetcher = Fetcher(cache=default_cache(), mirror=matrix_config.mirror)
     return {
-        "wall_seconds": wall,
-        "exit": done.returncode,
-        "kernels": {
-            k["name"]: {"status": k["status"], "wall_seconds": k["wall_seconds"]}
-            for k in matrix["kernels"]
-            if not k["host"]
-        },
-        "cells": {
-            f"{c['kernel']} {c['feature']}/{c['strategy']}": c["outcome"] for c in matrix["cells"]
-        },
+        spec.name: bare_boot_of(spec, fetcher, matrix_config.mirror, env, "tcg")
+        for spec in matrix_config.select(names)
     }
 
 
@@ -188,7 +131,7 @@ def measure(setting: Setting, names: list[str], rounds: int, jobs: int) -> dict[
             )
             for side in ("old", "new")
         }
-        vfsd = ensure_virtiofsd(default_cache(), None, say)
+        vfsd = ensure_virtiofsd(default_cache(), load_config(original).mirror, say)
         env = vng_environment(vfsd.bin_dir, Path(tmp))
         try:
             for r in range(rounds):
@@ -196,7 +139,9 @@ def measure(setting: Setting, names: list[str], rounds: int, jobs: int) -> dict[
                 for side in order:
                     for name, seconds in _bare_boots(configs[side], names, env).items():
                         sides[side]["bare"][name].append(seconds)
-                    full = _full_run(configs[side], names, jobs)
+                    full = harness(
+                        names, jobs, [], ("--config", str(configs[side]), "--accel", "tcg")
+                    )
                     sides[side]["wall"].append(full["wall_seconds"])
                     for name in names:
                         k = full["kernels"].get(name, {})

@@ -230,12 +230,13 @@ def classify(
 ) -> tuple[str, str]:
     if panicked:
         return "panic", "the kernel panicked"
+    started = (results / "guest-started.json").exists()
     if accel_failure is not None:
-        if (results / "guest-started.json").exists():
-            return "incomplete", f"KVM could not run the guest on: {accel_failure}"
-        return "boot-failed", f"KVM could not run the guest on: {accel_failure}"
+        return ("incomplete" if started else "boot-failed"), (
+            f"KVM could not run the guest on: {accel_failure}"
+        )
     if died is not None:
-        if (results / "guest-started.json").exists():
+        if started:
             return "incomplete", f"{died} died while the guest ran"
         return "boot-failed", f"{died} died while the guest booted"
     if boot_stalled is not None:
@@ -246,7 +247,7 @@ def classify(
         return "interrupted", "stopped by the user"
     if (results / "guest.json").exists():
         return "ok", "the guest ran the suites to the end"
-    if (results / "guest-started.json").exists():
+    if started:
         return "incomplete", f"the guest started but did not finish (vng exited {returncode})"
     return "boot-failed", f"the guest never started its command (vng exited {returncode})"
 

@@ -515,13 +515,8 @@ def build_matrix(
         "problems": all_problems,
         "arch_differences": differences,
         "standin_differences": standins,
-        # Kernels whose server could not be reached (kernels.yaml's needs_network), this run
-        # or the one their results come from: named on the first screen with the reason.
-        "unreachable": [
-            {"kernel": k["name"], "why": k["detail"] or "unreachable"}
-            for k in kernels
-            if "unreachable" in (k["status"], k["this_run"])
-        ],
+        # Named on the first screen with the reason.
+        "unreachable": unreachable_kernels(kernels),
         "failed_tests": [
             {"kernel": k.name, **failure} for k in kernel_dirs for failure in k.failed_tests
         ],
@@ -544,34 +539,57 @@ def build_matrix(
     }
 
 
+def differing(
+    answers: dict[tuple[str, ...], str], a: str, b: str
+) -> list[tuple[tuple[str, ...], str, str]]:
+    """Where kernel ``a`` and kernel ``b`` both answered and answered differently: (the key
+    without the kernel, a's answer, b's answer), in the order of ``answers``, keyed by
+    (kernel, ...): a cell's (kernel, feature, strategy), or a default's (kernel, feature)."""
+    found = []
+    for (kernel, *rest), value in answers.items():
+        other = answers.get((b, *rest))
+        if kernel == a and other is not None and other != value:
+            found.append((tuple(rest), value, other))
+    return found
+
+
+def _outcomes(cells: list[dict[str, Any]]) -> dict[tuple[str, ...], str]:
+    return {(c["kernel"], c["feature"], c["strategy"]): c["outcome"] for c in cells}
+
+
 def arch_differences(
     kernels: list[dict[str, Any]], cells: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Cells where the same kernel version answers differently on two architectures (both
     kernels complete): the same source, so the difference is the architecture's, or the
     library's on it."""
-    outcome = {(c["kernel"], c["feature"], c["strategy"]): c["outcome"] for c in cells}
+    outcome = _outcomes(cells)
     complete = [k for k in kernels if k["status"] == "ok" and k.get("upstream_release")]
     found = []
     for i, a in enumerate(complete):
         for b in complete[i + 1 :]:
             if a["upstream_release"] != b["upstream_release"] or a["arch"] == b["arch"]:
                 continue
-            for (kernel, feature, strategy), value in outcome.items():
-                if kernel != a["name"]:
-                    continue
-                other = outcome.get((b["name"], feature, strategy))
-                if other is not None and other != value:
-                    found.append(
-                        {
-                            "release": a["upstream_release"],
-                            "feature": feature,
-                            "strategy": strategy,
-                            "kernels": {a["name"]: value, b["name"]: other},
-                            "arches": {a["arch"]: value, b["arch"]: other},
-                        }
-                    )
+            for (feature, strategy), value, other in differing(outcome, a["name"], b["name"]):
+                found.append(
+                    {
+                        "release": a["upstream_release"],
+                        "feature": feature,
+                        "strategy": strategy,
+                        "kernels": {a["name"]: value, b["name"]: other},
+                        "arches": {a["arch"]: value, b["arch"]: other},
+                    }
+                )
     return found
+
+
+def _not_compared(standin: dict[str, Any], real: dict[str, Any] | None, name: str) -> str | None:
+    if real is None:
+        return f"{name} is not in this report"
+    for k in (real, standin):
+        if k["status"] != "ok":
+            return f"{k['name']} is {k['status']}"
+    return None
 
 
 def standin_differences(
@@ -580,40 +598,44 @@ def standin_differences(
     """For each stand-in (kernels.yaml's stands_in_for) and the kernel it stands in for: the
     cells whose outcomes differ and the features where the library chose another strategy
     unforced, once both completed; until then, why they were not compared."""
-    outcome = {(c["kernel"], c["feature"], c["strategy"]): c["outcome"] for c in cells}
-    chosen = {(d["kernel"], d["feature"]): d["strategy"] for d in defaults}
+    outcome = _outcomes(cells)
+    chosen: dict[tuple[str, ...], str] = {
+        (d["kernel"], d["feature"]): d["strategy"] for d in defaults
+    }
     by_name = {k["name"]: k for k in kernels}
     found = []
     for standin in kernels:
         for name in standin["stands_in_for"]:
-            real = by_name.get(name)
+            why = _not_compared(standin, by_name.get(name), name)
             entry: dict[str, Any] = {
                 "standin": standin["name"],
                 "real": name,
-                "not_compared": None,
+                "not_compared": why,
                 "cells": [],
                 "defaults": [],
             }
-            if real is None:
-                entry["not_compared"] = f"{name} is not in this report"
-            elif real["status"] != "ok":
-                entry["not_compared"] = f"{name} is {real['status']}"
-            elif standin["status"] != "ok":
-                entry["not_compared"] = f"{standin['name']} is {standin['status']}"
-            if entry["not_compared"]:
-                found.append(entry)
-                continue
-            for (kernel, feature, strategy), value in sorted(outcome.items()):
-                other = outcome.get((name, feature, strategy))
-                if kernel == standin["name"] and other is not None and other != value:
-                    entry["cells"].append(
-                        {"feature": feature, "strategy": strategy, "standin": value, "real": other}
-                    )
-            for (kernel, feature), strategy in sorted(chosen.items()):
-                other = chosen.get((name, feature))
-                if kernel == standin["name"] and other is not None and other != strategy:
-                    entry["defaults"].append(
-                        {"feature": feature, "standin": strategy, "real": other}
-                    )
+            if why is None:
+                entry["cells"] = [
+                    {"feature": f, "strategy": st, "standin": value, "real": other}
+                    for (f, st), value, other in differing(outcome, standin["name"], name)
+                ]
+                entry["defaults"] = [
+                    {"feature": f, "standin": value, "real": other}
+                    for (f,), value, other in differing(chosen, standin["name"], name)
+                ]
             found.append(entry)
+    return found
+
+
+def unreachable_kernels(kernels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Kernels whose server could not be reached (kernels.yaml's needs_network), in the run
+    their results come from or in this one (its earlier results then stay in place, and
+    their detail is not this run's reason)."""
+    found = []
+    for k in kernels:
+        if k["status"] == "unreachable":
+            found.append({"kernel": k["name"], "why": k["detail"] or "unreachable"})
+        elif k["this_run"] == "unreachable":
+            why = f"unreachable in this run; the results shown are of run {k['run_id']}"
+            found.append({"kernel": k["name"], "why": why})
     return found

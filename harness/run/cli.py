@@ -167,7 +167,7 @@ def kernels_json(
         }
         if resolve:
             try:
-                entry.update(_resolved(k, fetcher, cache))
+                entry.update(_resolved(k, fetcher))
             except Unreachable as exc:
                 if not k.needs_network:
                     raise
@@ -178,7 +178,7 @@ def kernels_json(
     return json.dumps(entries)
 
 
-def _resolved(k: KernelSpec, fetcher: Fetcher, cache: Path) -> dict[str, Any]:
+def _resolved(k: KernelSpec, fetcher: Fetcher) -> dict[str, Any]:
     """The packages a kernel resolves to today, and a cache key made of them: each package's
     SHA256 (Debian), or each RPM's NEVRA and SHA256. Kernels of local files have neither."""
     if isinstance(k.source, DebianSource):
@@ -188,7 +188,7 @@ def _resolved(k: KernelSpec, fetcher: Fetcher, cache: Path) -> dict[str, Any]:
         ]
         made_of = " ".join(p["sha256"] for p in packages)
     elif isinstance(k.source, RpmSource):
-        rpms, _ = resolve_rpm(k.source, k.arch, cache)
+        rpms, _ = resolve_rpm(k.source, k.arch, fetcher.cache)
         packages = [{"nevra": p.nevra, "sha256": p.sha256} for p in rpms]
         made_of = " ".join(f"{p.nevra}:{p.sha256}" for p in rpms)
     else:

@@ -268,8 +268,7 @@ class KernelRun:
             plan = self.plan(disk)
             command = build_vng_command(plan, vng=vng)
             env = vng_environment(self.ctx.host.virtiofsd.bin_dir, Path(tmp))
-            (self.dir / "reproduce.sh").write_text(reproduce_script(plan, vng, env))
-            (self.dir / "reproduce.sh").chmod(0o755)
+            self._write_reproduce(plan, vng, env)
             self._enter(
                 "booting",
                 accelerator=plan.accel,
@@ -288,7 +287,7 @@ class KernelRun:
                 outcome = self._attempt(command, env, attempt)
                 if outcome.accel_failure is not None and plan.accel == "kvm":
                     # Not the kernel's failure: it does not use up the kernel's one retry.
-                    plan, command = self._without_kvm(outcome, disk, vng, env, Path(tmp))
+                    plan, command = self._without_kvm(outcome, disk, vng, env)
                 elif self._retry_worthy(outcome) and not retried:
                     retried = True
                 else:
@@ -303,7 +302,7 @@ class KernelRun:
         return outcome, attempts
 
     def _without_kvm(
-        self, outcome: RunOutcome, disk: Path, vng: str, env: dict[str, str], tmp: Path
+        self, outcome: RunOutcome, disk: Path, vng: str, env: dict[str, str]
     ) -> tuple[GuestPlan, list[str]]:
         """KVM ran the probe guest and could not run this one: TCG for it and for every
         guest of the run from now on, said in the run's facts and in this kernel's."""
@@ -312,9 +311,13 @@ class KernelRun:
         self.ctx.milestone(self.spec.name, escape(reason))
         plan = self.plan(disk)
         command = build_vng_command(plan, vng=vng)
-        (self.dir / "reproduce.sh").write_text(reproduce_script(plan, vng, env))
+        self._write_reproduce(plan, vng, env)
         self._enter("booting", accelerator=plan.accel, accelerator_reason=reason, command=command)
         return plan, command
+
+    def _write_reproduce(self, plan: GuestPlan, vng: str, env: dict[str, str]) -> None:
+        (self.dir / "reproduce.sh").write_text(reproduce_script(plan, vng, env))
+        (self.dir / "reproduce.sh").chmod(0o755)
 
     def _attempt(self, command: list[str], env: dict[str, str], attempt: int) -> RunOutcome:
         assert self.tree is not None

@@ -102,7 +102,11 @@ def gone_within(tag: str, seconds: float) -> list[str]:
 
 
 def harness(
-    config: Path, results: Path, *extra: str, pytest_args: list[str] | None = None
+    config: Path,
+    results: Path,
+    *extra: str,
+    pytest_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -122,6 +126,7 @@ def harness(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=env,
     )
 
 

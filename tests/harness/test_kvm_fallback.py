@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
-from guests import REPO, SMALL_SUITE, fetch_kernel, our_processes, tagged_config
+from guests import fetch_kernel, harness, our_processes, tagged_config
 
 from harness.boot.process import run_guest
 from harness.fetch.kernels import KernelTree
@@ -76,29 +74,10 @@ def test_qemu_saying_kvm_failed_ends_the_attempt_at_once(tmp_path: Path) -> None
 def test_a_guest_kvm_cannot_run_is_booted_again_under_tcg(tmp_path: Path) -> None:
     kernel: KernelTree = fetch_kernel()
     tag, config, results = tagged_config(tmp_path, kernel, {"first": "", "second": ""})
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "--config",
-            str(config),
-            "--results",
-            str(results),
-            "--jobs",
-            "1",
-            "--allow-surprises",
-            "--",
-            *SMALL_SUITE,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=850,
-        check=False,
-        env={**os.environ, "PATH": f"{failing_kvm(tmp_path)}:{os.environ['PATH']}"},
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    path = f"{failing_kvm(tmp_path)}:{os.environ['PATH']}"
+    proc = harness(config, results, "--jobs", "1", env={**os.environ, "PATH": path})
+    out, _ = proc.communicate(timeout=850)
+    assert proc.returncode == 0, out
     first = json.loads((results / f"first-{tag}" / "kernel.json").read_text())
     second = json.loads((results / f"second-{tag}" / "kernel.json").read_text())
     assert first["status"] == second["status"] == "ok"

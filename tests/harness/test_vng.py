@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.boot.vng import GuestPlan, build_vng_command, reproduce_script
+from harness.boot.vng import GuestPlan, bare_boot_command, build_vng_command, reproduce_script
 
 
 def plan(**changes: object) -> GuestPlan:
@@ -82,3 +82,15 @@ def test_reproduce_refuses_results_vng_cannot_share(tmp_path: Path, where: str) 
         f"{results}: vng shares a directory only if its path is letters, digits and _ + - . /\n"
     )
     assert not (tmp_path / "vng-ran").exists()
+
+
+def test_a_bare_boot_has_the_kernels_own_command_line() -> None:
+    """The floor a kernel's run is measured against boots as that run does: with the
+    kernel's append from kernels.yaml (a setting that shortens boots shows in both)."""
+    cmd = bare_boot_command(
+        Path("/c/vmlinuz"), "tcg", 1, "qemu64", "x86_64", None, append="mitigations=off"
+    )
+    assert cmd[cmd.index("--append") + 1] == "mitigations=off no_timer_check"
+    assert cmd[-2:] == ["--exec", "true"]
+    plain = bare_boot_command(Path("/c/vmlinuz"), "kvm", 1, None, "x86_64", None)
+    assert "--append" not in plain
