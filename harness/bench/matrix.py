@@ -104,7 +104,8 @@ def bare_boot_of(
 def run(jobs: int | None = None) -> dict[str, Any]:
     config = load_config(REPO / "kernels.yaml")
     jobs = jobs or os.cpu_count() or 1
-    specs = list(config.kernels)
+    # A kernel behind a network this machine may not reach has no time to measure here.
+    specs = [k for k in config.kernels if not k.needs_network]
     names = [k.name for k in specs]
     cache = default_cache()
     fetcher = Fetcher(cache=cache, mirror=config.mirror)
