@@ -56,8 +56,8 @@ def rhel_layout(tree: KernelTree) -> dict[str, dict[str, bytes]]:
     split: dict[str, dict[str, bytes]] = {"kernel-modules-core": {}, "kernel-modules": {}}
     for path, data in packed.items():
         rel = path.relative_to(tree.modules).as_posix()
-        core = rel.startswith(CORE_DIRS) and not rel.startswith(IN_MODULES)
-        package = "kernel-modules-core" if core else "kernel-modules"
+        boots = rel.startswith(CORE_DIRS) and not rel.startswith(IN_MODULES)
+        package = "kernel-modules-core" if boots else "kernel-modules"
         split[package][f"{base}/{rel}.xz"] = data
     return {"kernel-core": core, **split}
 
