@@ -160,7 +160,10 @@ def _role(argv: list[str]) -> str | None:
     if Path(argv[0]).name.startswith("qemu-system"):
         return "qemu"
     # Also when run through its own loader: "ld-linux... --library-path DIR .../virtiofsd".
-    if any(Path(a).name == "virtiofsd" for a in argv[:5] if not a.startswith("-")):
+    # Only the daemon serves a socket: vng first asks each virtiofsd it finds for --version
+    # and --help, and those answers end while QEMU runs without anything having died.
+    named = any(Path(a).name == "virtiofsd" for a in argv[:5] if not a.startswith("-"))
+    if named and "--socket-path" in argv:
         return "virtiofsd"
     return None
 
