@@ -53,9 +53,15 @@ ARCHITECTURES = ("x86_64", "arm64")
 # AVX2's (bare boot x0.77, full run x0.89 against "max,-cx16", every cell the same). No cx16:
 # bookworm's QEMU 7.2 emulates cmpxchg16b wrongly under multi-threaded TCG, and 6.12's SLUB,
 # which uses it on every allocation, oopses at boot (double fault in __kmalloc_noprof, 3 boots
-# in 3). arm64: "max" with pauth-impdef=on: pointer authentication stays, with QEMU's cheap
-# hash instead of the architected QARMA5, which is slow to emulate (x0.51 boot, x0.47 run).
-TCG_CPU = {"x86_64": "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt", "arm64": "max,pauth-impdef=on"}
+# in 3). RDRAND and RDSEED, which "max" had and plain qemu64 lacks: without them 5.10's random
+# pool is not ready for seconds, and each getrandom() of mkfs.ext4 or mkfs.erofs waits for it
+# (rhel9-era's run 80.7 -> 42.1 s). No SVM: it only makes udev load kvm_amd in every guest.
+# arm64: "max" with pauth-impdef=on: pointer authentication stays, with QEMU's cheap hash
+# instead of the architected QARMA5, which is slow to emulate (x0.51 boot, x0.47 run).
+TCG_CPU = {
+    "x86_64": "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+rdseed,-svm",
+    "arm64": "max,pauth-impdef=on",
+}
 PICKS = ("newest", "oldest")
 MAX_CONFIG_BYTES = 1 << 20  # kernels.yaml is a few KiB; a file this large is not one
 FILE_KINDS = {

@@ -73,6 +73,15 @@ SETTINGS = {
             _cpu(x86="qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"),
         ),
         Setting(
+            "cpu-x86-rdrand",
+            "x86_64: the qemu64-based model with RDRAND and RDSEED and without SVM",
+            "random numbers from the CPU instead of a pool that 5.10 fills slowly under TCG "
+            "(its getrandom() then waits, in every mkfs); no SVM, so udev loads no kvm_amd; "
+            "the mount API depends on neither",
+            _cpu(x86="qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"),
+            _cpu(x86="qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+rdseed,-svm"),
+        ),
+        Setting(
             "arm64-pauth-impdef",
             "arm64: -cpu max,pauth-impdef=on instead of max",
             "pointer authentication stays on, with QEMU's own cheap hash instead of the "

@@ -64,7 +64,7 @@ def test_the_default_file_loads_with_every_kernel() -> None:
     assert {k.arch for k in config.kernels} == {"x86_64", "arm64"}
     assert {k.tcg_cpu for k in config.kernels if k.arch == "arm64"} == {"max,pauth-impdef=on"}
     assert {k.tcg_cpu for k in config.kernels if k.arch == "x86_64"} == {
-        "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"
+        "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+rdseed,-svm"
     }
 
 
