@@ -26,6 +26,7 @@ from harness.fetch.kernels import Fetcher, default_cache
 from harness.fetch.mirror import debian_mirror
 from harness.host.accel import probe_accel
 from harness.host.guestroot import ensure_root, host_arch, install_modules
+from harness.host.qemu import ensure_qemu, tool_dirs
 from harness.host.virtiofsd import ensure_virtiofsd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,10 +111,11 @@ def run(jobs: int | None = None) -> dict[str, Any]:
     cache = default_cache()
     fetcher = Fetcher(cache=cache, mirror=config.mirror)
     vfsd = ensure_virtiofsd(cache, config.mirror, say)
+    qemu = ensure_qemu(cache, config.mirror, "auto", {k.arch for k in specs}, say)
     accel = probe_accel().accel
     floors = {}
     with tempfile.TemporaryDirectory(prefix="mountcompat-bench.") as tmp:
-        env = vng_environment(vfsd.bin_dir, Path(tmp))
+        env = vng_environment(tool_dirs(qemu, vfsd), Path(tmp))
         for spec in specs:
             floors[spec.name] = bare_boot_of(spec, fetcher, config.mirror, env, accel)
             say(f"{spec.name}: bare boot {floors[spec.name]} s")

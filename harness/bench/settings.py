@@ -24,6 +24,7 @@ from harness.bench.matrix import bare_boot_of, harness, say
 from harness.boot.vng import vng_environment
 from harness.config import load_config
 from harness.fetch.kernels import Fetcher, default_cache
+from harness.host.qemu import ensure_qemu, tool_dirs
 from harness.host.virtiofsd import ensure_virtiofsd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,6 +38,7 @@ class Setting:
     why_safe: str
     old: Change
     new: Change
+    qemu: tuple[str, str] = ("auto", "auto")  # --qemu of the old side and of the new
 
 
 def _cpu(x86: str | None = None, arm64: str | None = None) -> Change:
@@ -91,6 +93,15 @@ SETTINGS = {
             _cpu(arm64="max,pauth-impdef=on"),
         ),
         Setting(
+            "qemu-trixie",
+            "QEMU: a private copy of Debian trixie's (10.0) instead of the host's (bookworm: 7.2)",
+            "the same machine, devices and CPU model, emulated by a newer translator; the "
+            "guest's kernel and the suites are the same",
+            _unchanged,
+            _unchanged,
+            qemu=("host", "private"),
+        ),
+        Setting(
             "mitigations-off",
             "kernel command line: mitigations=off",
             "the speculative-execution mitigations (page table isolation, retpolines, buffer "
@@ -140,17 +151,25 @@ def measure(setting: Setting, names: list[str], rounds: int, jobs: int) -> dict[
             )
             for side in ("old", "new")
         }
-        vfsd = ensure_virtiofsd(default_cache(), load_config(original).mirror, say)
-        env = vng_environment(vfsd.bin_dir, Path(tmp))
+        mirror = load_config(original).mirror
+        vfsd = ensure_virtiofsd(default_cache(), mirror, say)
+        archs = {k.arch for k in load_config(original).select(names)}
+        envs = {
+            side: vng_environment(
+                tool_dirs(ensure_qemu(default_cache(), mirror, choice, archs, say), vfsd),
+                Path(tmp),
+            )
+            for side, choice in zip(("old", "new"), setting.qemu, strict=True)
+        }
         try:
             for r in range(rounds):
                 order = ("old", "new") if r % 2 == 0 else ("new", "old")
                 for side in order:
-                    for name, seconds in _bare_boots(configs[side], names, env).items():
+                    for name, seconds in _bare_boots(configs[side], names, envs[side]).items():
                         sides[side]["bare"][name].append(seconds)
-                    full = harness(
-                        names, jobs, [], ("--config", str(configs[side]), "--accel", "tcg")
-                    )
+                    qemu = setting.qemu[0 if side == "old" else 1]
+                    options = ("--config", str(configs[side]), "--accel", "tcg", "--qemu", qemu)
+                    full = harness(names, jobs, [], options)
                     sides[side]["wall"].append(full["wall_seconds"])
                     for name in names:
                         k = full["kernels"].get(name, {})

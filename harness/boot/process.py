@@ -157,7 +157,8 @@ class StackWatch:
 
 
 def _role(argv: list[str]) -> str | None:
-    if Path(argv[0]).name.startswith("qemu-system"):
+    # QEMU also through its own loader, as a private copy runs it (harness/host/qemu.py).
+    if any(Path(a).name.startswith("qemu-system") for a in argv[:5] if not a.startswith("-")):
         return "qemu"
     # Also when run through its own loader: "ld-linux... --library-path DIR .../virtiofsd".
     # Only the daemon serves a socket: vng first asks each virtiofsd it finds for --version

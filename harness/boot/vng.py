@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -160,14 +161,13 @@ def build_vng_command(plan: GuestPlan, vng: str = "vng") -> list[str]:
 
 
 def vng_environment(
-    virtiofsd_dir: Path | None, tmpdir: Path, base: dict[str, str] | None = None
+    tool_dirs: Iterable[Path], tmpdir: Path, base: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """PATH with the chosen virtiofsd first (vng looks it up there first), and a private TMPDIR
-    so the sockets and pid files of virtiofsd go where the run cleans up."""
+    """PATH with the chosen virtiofsd and QEMU first (vng looks them up there first), and a
+    private TMPDIR so the sockets and pid files of virtiofsd go where the run cleans up."""
     env = dict(os.environ if base is None else base)
     path = [str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")]
-    if virtiofsd_dir is not None:
-        path.insert(0, str(virtiofsd_dir))
+    path[:0] = [str(d) for d in tool_dirs]
     env["PATH"] = ":".join(path)
     env["TMPDIR"] = str(tmpdir)
     return env

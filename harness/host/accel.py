@@ -27,10 +27,10 @@ class AccelProbe:
     reason: str
 
 
-def probe_command(image: Path, kvm: bool) -> list[str]:
+def probe_command(image: Path, kvm: bool, qemu: str = "qemu-system-x86_64") -> list[str]:
     accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg"]
     return [
-        "qemu-system-x86_64",
+        qemu,
         *accel,
         "-nodefaults",
         "-display",
@@ -45,10 +45,14 @@ def probe_command(image: Path, kvm: bool) -> list[str]:
     ]
 
 
-def _run_probe(image: Path, kvm: bool, timeout: float) -> tuple[bool, str]:
+def _run_probe(image: Path, kvm: bool, timeout: float, qemu: str) -> tuple[bool, str]:
     try:
         result = subprocess.run(
-            probe_command(image, kvm), capture_output=True, text=True, timeout=timeout, check=False
+            probe_command(image, kvm, qemu),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return False, f"the probe guest did not exit within {timeout:.0f} s"
@@ -60,8 +64,11 @@ def _run_probe(image: Path, kvm: bool, timeout: float) -> tuple[bool, str]:
     return False, (lines[0] if lines else f"qemu exited with {result.returncode}")
 
 
-def probe_accel(requested: str = "auto", timeout: float = 20.0) -> AccelProbe:
-    """``requested`` is auto, kvm or tcg; kvm is honoured only if the probe guest runs."""
+def probe_accel(
+    requested: str = "auto", timeout: float = 20.0, qemu: str = "qemu-system-x86_64"
+) -> AccelProbe:
+    """``requested`` is auto, kvm or tcg; kvm is honoured only if the probe guest runs
+    (under ``qemu``, the emulator the guests will have)."""
     if requested == "tcg":
         return AccelProbe("tcg", "TCG requested")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -69,7 +76,7 @@ def probe_accel(requested: str = "auto", timeout: float = 20.0) -> AccelProbe:
     with tempfile.TemporaryDirectory(prefix="mountcompat-kvm-probe.") as tmp:
         image = Path(tmp) / "boot.img"
         image.write_bytes(BOOT_SECTOR)
-        ok, why = _run_probe(image, kvm=True, timeout=timeout)
+        ok, why = _run_probe(image, kvm=True, timeout=timeout, qemu=qemu)
     if ok:
         return AccelProbe("kvm", "a KVM probe guest ran")
     return AccelProbe("tcg", f"KVM is unusable here: {why}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import platform
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,9 @@ from typing import Any
 
 from harness.boot.vng import vng_executable
 from harness.host.accel import AccelProbe, probe_accel
-from harness.host.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools
+from harness.host.guestroot import QEMU_SYSTEM, host_arch
+from harness.host.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools, first_line
+from harness.host.qemu import Qemu, ensure_qemu, tool_dirs
 from harness.host.virtiofsd import Virtiofsd, ensure_virtiofsd
 
 Say = Callable[[str], None]
@@ -25,10 +26,19 @@ Say = Callable[[str], None]
 class HostFacts:
     accel: AccelProbe
     virtiofsd: Virtiofsd
-    qemu: str
+    qemu: Qemu
     vng: str
     host: str
     started: str
+
+    @property
+    def tool_dirs(self) -> tuple[Path, ...]:
+        return tool_dirs(self.qemu, self.virtiofsd)
+
+    def qemu_line(self, arch: str) -> str:
+        """The emulator of ``arch`` guests, as its --version says, and whose it is."""
+        line = self.qemu.versions.get(arch) or first_line([QEMU_SYSTEM[arch], "--version"])
+        return line if self.qemu.origin == "host" else f"{line} ({self.qemu.origin} copy)"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,7 +50,8 @@ class HostFacts:
                 "origin": self.virtiofsd.origin,
                 "packages": list(self.virtiofsd.packages),
             },
-            "qemu": self.qemu,
+            "qemu": self.qemu_line(host_arch()),
+            "qemu_emulators": self.qemu.to_json(),
             "virtme_ng": self.vng,
             "host": self.host,
             "host_kernel": platform.release(),
@@ -48,26 +59,29 @@ class HostFacts:
         }
 
 
-def first_line(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"unknown ({exc})"
-    text = (out.stdout or out.stderr).strip()
-    return text.splitlines()[0] if text else ""
-
-
-def prepare_host(cache: Path, mirror: str | None, accel: str, say: Say) -> HostFacts:
+def prepare_host(
+    cache: Path,
+    mirror: str | None,
+    accel: str,
+    say: Say,
+    qemu_choice: str = "auto",
+    archs: tuple[str, ...] = ("x86_64",),
+) -> HostFacts:
     ensure_tools((*MATRIX_TOOLS, *SUITE_TOOLS), say)
     vfsd = ensure_virtiofsd(cache, mirror, say)
     say(f"virtiofsd {vfsd.version} ({vfsd.origin}): {vfsd.path}")
-    probe = probe_accel(accel)
+    qemu = ensure_qemu(cache, mirror, qemu_choice, archs, say)
+    say(f"QEMU: {qemu.origin} ({qemu.reason}): {', '.join(sorted(set(qemu.versions.values())))}")
+    native = QEMU_SYSTEM[host_arch()]
+    if qemu.bin_dir is not None and (qemu.bin_dir / native).exists():
+        native = str(qemu.bin_dir / native)  # the probe asks the emulator the guests will have
+    probe = probe_accel(accel, qemu=native)
     say(f"accelerator: [bold]{probe.accel}[/bold] ({probe.reason})")
     vng = vng_executable()
     return HostFacts(
         accel=probe,
         virtiofsd=vfsd,
-        qemu=first_line(["qemu-system-x86_64", "--version"]),
+        qemu=qemu,
         vng=first_line([vng, "--version"]),
         host=platform.node(),
         started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -277,3 +277,13 @@ def _ensure_optional(tool: Tool, family: str, say: Say) -> None:
         f"going on without {tool.command}, which {tool.why}; "
         f"to have it: {install_command(family, [package])}"
     )
+
+
+def first_line(cmd: list[str]) -> str:
+    """The first line a tool prints (of its version, say), or why there is none."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else ""

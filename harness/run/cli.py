@@ -101,6 +101,13 @@ def parser() -> argparse.ArgumentParser:
         help="auto uses KVM only if a probe guest really runs with it",
     )
     p.add_argument(
+        "--qemu",
+        choices=("auto", "host", "private"),
+        default="auto",
+        help="the emulator: auto takes a private copy of Debian trixie's QEMU on a Debian "
+        "host whose own is older (faster under TCG), host the host's own",
+    )
+    p.add_argument(
         "--timeout", type=positive_seconds, help="seconds per kernel, overriding kernels.yaml"
     )
     p.add_argument(
@@ -214,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         cache=args.cache,
         jobs=args.jobs,
         accel=args.accel,
+        qemu=args.qemu,
         timeout=args.timeout,
         index_max_age=index_max_age,
         pytest_args=args.pytest_args,

@@ -102,7 +102,6 @@ class RunContext:
     profile: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
     roots: dict[str, GuestRoot] = field(default_factory=dict)  # by architecture
-    qemu: dict[str, str] = field(default_factory=dict)  # QEMU's version, by architecture
 
 
 class KernelRun:
@@ -267,14 +266,14 @@ class KernelRun:
                 f.truncate(SCRATCH_DISK_BYTES)
             plan = self.plan(disk)
             command = build_vng_command(plan, vng=vng)
-            env = vng_environment(self.ctx.host.virtiofsd.bin_dir, Path(tmp))
+            env = vng_environment(self.ctx.host.tool_dirs, Path(tmp))
             self._write_reproduce(plan, vng, env)
             self._enter(
                 "booting",
                 accelerator=plan.accel,
                 reproduce=f"sh {self.final / 'reproduce.sh'}",
                 command=command,
-                qemu=self.ctx.qemu.get(self.spec.arch, self.ctx.host.qemu),
+                qemu=self.ctx.host.qemu_line(self.spec.arch),
                 root=self.root.provenance() if self.root else None,
                 virtme_ng=self.ctx.host.vng,
             )

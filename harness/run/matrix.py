@@ -31,8 +31,8 @@ from harness.fetch.download import TRANSFERS
 from harness.fetch.mirror import debian_mirror
 from harness.files import write_bytes, write_json
 from harness.host.bytecode import warm
-from harness.host.facts import HostFacts, first_line, prepare_host
-from harness.host.guestroot import QEMU_SYSTEM, ensure_root, host_arch
+from harness.host.facts import HostFacts, prepare_host
+from harness.host.guestroot import ensure_root, host_arch
 from harness.run.exits import matrix_exit
 from harness.run.kernel import KernelRun, RunContext
 from harness.run.provenance import provenance
@@ -53,6 +53,7 @@ class MatrixOptions:
     cache: Path
     jobs: int
     accel: str = "auto"
+    qemu: str = "auto"
     timeout: float | None = None
     index_max_age: float = INDEX_MAX_AGE
     pytest_args: list[str] = field(default_factory=list)
@@ -178,7 +179,12 @@ class MatrixRun:
         try:
             keep_previous(options.results)
             self.facts = prepare_host(
-                options.cache, options.config.mirror, options.accel, self.ui.say
+                options.cache,
+                options.config.mirror,
+                options.accel,
+                self.ui.say,
+                options.qemu,
+                tuple(sorted({k.arch for k in options.kernels})),
             )
             self.bytecode_seconds = warm(options.repo, options.suites or options.repo / "suites")
             context = self._context(self.facts)
@@ -257,7 +263,6 @@ class MatrixRun:
         for arch in sorted({k.arch for k in self.options.kernels} - {host_arch()}):
             mirror = debian_mirror(self.options.config.mirror)
             context.roots[arch] = ensure_root(arch, self.options.cache, mirror, self.ui.say)
-            context.qemu[arch] = first_line([QEMU_SYSTEM[arch], "--version"])
             self.ui.say(f"{arch} guests boot into {context.roots[arch].path}")
 
     def _check_signatures(self, fetched: list[KernelRun]) -> None:

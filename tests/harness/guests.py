@@ -84,10 +84,19 @@ def our_pids_and_lines(tag: str) -> list[tuple[int, str]]:
     return list(_vm_stack(tag).items())
 
 
+def qemu_runs(tag: str) -> bool:
+    """Whether a qemu of ``tag`` runs: the host's, or a private copy through its loader."""
+    return any(
+        word.endswith("/qemu-system-x86_64")
+        for line in our_processes(tag)
+        for word in line.split(" ")[:5]
+    )
+
+
 def wait_for_guest(tag: str, proc: subprocess.Popen[str], seconds: float = 300) -> None:
     """Until a qemu of ``tag`` runs; fails at once, with its output, if ``proc`` ends."""
     deadline = time.monotonic() + seconds
-    while not any(p.split(" ")[0].endswith("/qemu-system-x86_64") for p in our_processes(tag)):
+    while not qemu_runs(tag):
         if proc.poll() is not None:
             raise AssertionError(f"ended before a guest started: {proc.communicate()[0]}")
         assert time.monotonic() < deadline, f"no guest of {tag} started"

@@ -75,7 +75,9 @@ def test_a_guest_kvm_cannot_run_is_booted_again_under_tcg(tmp_path: Path) -> Non
     kernel: KernelTree = fetch_kernel()
     tag, config, results = tagged_config(tmp_path, kernel, {"first": "", "second": ""})
     path = f"{failing_kvm(tmp_path)}:{os.environ['PATH']}"
-    proc = harness(config, results, "--jobs", "1", env={**os.environ, "PATH": path})
+    proc = harness(
+        config, results, "--jobs", "1", "--qemu", "host", env={**os.environ, "PATH": path}
+    )
     out, _ = proc.communicate(timeout=850)
     assert proc.returncode == 0, out
     first = json.loads((results / f"first-{tag}" / "kernel.json").read_text())

@@ -23,7 +23,7 @@ from guests import (
     gone_within,
     harness,
     our_pids,
-    our_processes,
+    qemu_runs,
     status,
     tagged_config,
     wait_for_guest,
@@ -155,7 +155,7 @@ def test_a_closed_terminal_stops_the_guests_and_keeps_the_evidence(
     try:
         deadline = time.monotonic() + 300
         seen = b""
-        while not any(p.split(" ")[0].endswith("/qemu-system-x86_64") for p in our_processes(tag)):
+        while not qemu_runs(tag):
             assert proc.poll() is None and time.monotonic() < deadline, seen.decode()
             seen += drain(master, 0.5)
         seen += drain(master, 2)

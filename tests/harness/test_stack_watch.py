@@ -8,6 +8,7 @@ while the guest booted", the pid being vng's ``virtiofsd --version``."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,3 +91,42 @@ def test_the_daemon_that_dies_is_named(stack: tuple[subprocess.Popen[bytes], Pat
     pid = int(daemon_pid.read_text())
     os.kill(pid, signal.SIGKILL)
     assert watch_until(watch, 3.0) == f"virtiofsd (pid {pid})"
+
+
+def test_a_qemu_run_through_its_own_loader_is_qemu(tmp_path: Path) -> None:
+    """A private QEMU (harness/host/qemu.py) runs as "ld-linux... --library-path DIR
+    .../qemu-system-x86_64": the watch must know it for QEMU, or no daemon's death counts."""
+    loader = next(
+        (
+            p
+            for p in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1")
+            if Path(p).exists()
+        ),
+        None,
+    )
+    if loader is None:
+        pytest.skip("no glibc loader at its usual place")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy("/bin/sleep", bin_dir / "qemu-system-x86_64")
+    (bin_dir / "virtiofsd").write_text(VIRTIOFSD.format(python=PYTHON))
+    (bin_dir / "virtiofsd").chmod(0o755)
+    vng = VNG.replace(
+        'exec "$BIN/qemu-system-x86_64" -kernel vmlinuz',
+        f'exec {loader} --library-path /nonexistent "$BIN/qemu-system-x86_64" 600',
+    )
+    env = {
+        **os.environ,
+        "BIN": str(bin_dir),
+        "SOCK": str(tmp_path / "sock"),
+        "DAEMON_PID": str(tmp_path / "daemon.pid"),
+    }
+    proc = subprocess.Popen(["sh", "-c", vng], env=env, process_group=0)
+    try:
+        watch = fresh_watch(proc.pid)
+        assert watch_until(watch, 3.0) is None
+        pid = int((tmp_path / "daemon.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        assert watch_until(watch, 3.0) == f"virtiofsd (pid {pid})"
+    finally:
+        end_process_group(proc, grace=1.0)

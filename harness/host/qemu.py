@@ -1,0 +1,185 @@
+"""The QEMU the guests run under: the host's, or a private copy of a newer Debian suite's.
+
+Under TCG every guest instruction goes through QEMU's translator, and newer QEMUs translate
+faster: trixie's QEMU 10.0 ran the suites of 6.12 and of 5.10 in x0.80 of the time bookworm's
+7.2 took, bare boots alike (docs/performance.md, "The emulator's own settings"). Bookworm
+cannot install trixie's QEMU without a newer libc, so on a Debian host whose QEMU is older the
+harness makes a private copy, as it does for virtiofsd (harness/host/private.py): the
+packages and their libraries in its cache, run through that libc's own loader, firmware and
+modules from the copy. ``--qemu host`` keeps the host's; ``--qemu private`` asks for the copy.
+
+virtme-ng finds ``qemu-system-<arch>`` on PATH first, so the copy's ``bin/`` goes first on the
+PATH of the ``vng`` the harness starts, as the private virtiofsd's does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError, PrerequisiteError
+from harness.fetch.archive import load_suite_index
+from harness.fetch.mirror import debian_mirror
+from harness.files import write_text
+from harness.host import private
+from harness.host.guestroot import QEMU_SYSTEM, host_arch
+from harness.host.prereqs import distro_family, first_line, os_release
+from harness.host.virtiofsd import Virtiofsd
+
+Say = Callable[[str], None]
+PRIVATE_SUITE = "trixie"
+CHOICES = ("auto", "host", "private")
+# Per guest architecture: the package of its system emulator, and what else it needs of the
+# suite beside libraries (firmware: SeaBIOS for x86's q35; arm64's "virt" boots the kernel
+# directly).
+PACKAGES = {
+    "x86_64": ("qemu-system-x86", "qemu-system-data", "seabios"),
+    "arm64": ("qemu-system-arm", "qemu-system-data"),
+}
+VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)")
+
+WRAPPER = """#!/bin/sh
+# {binary} from Debian {suite} ({version}), run by its own libc's loader, with its own firmware
+# and modules: see harness/host/qemu.py. Paths are found from this file's own place, so that
+# the cache may be moved, or restored under another path.
+root="$(dirname "$(dirname "$(readlink -f "$0")")")"
+lib="$root/usr/lib/x86_64-linux-gnu"
+QEMU_MODULE_DIR="$lib/qemu"
+export QEMU_MODULE_DIR
+exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$root/usr/bin/{binary}" \\
+    -L "$root/usr/share/qemu" -L "$root/usr/share/seabios" "$@"
+"""
+
+
+@dataclass(frozen=True)
+class Qemu:
+    """The emulators of this run: ``bin_dir`` holds the private copy's wrappers (None: the
+    host's own, found on PATH)."""
+
+    origin: str  # "host", or "private <suite> <package version>"
+    versions: dict[str, str]  # guest arch -> the emulator's first --version line
+    bin_dir: Path | None = None
+    reason: str = ""
+    packages: tuple[dict[str, str], ...] = field(default=())
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "origin": self.origin,
+            "versions": self.versions,
+            "reason": self.reason,
+            "packages": list(self.packages),
+        }
+
+
+def version_of(line: str) -> tuple[int, int] | None:
+    match = VERSION.search(line)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _host_versions(archs: Iterable[str]) -> dict[str, str]:
+    return {arch: first_line([QEMU_SYSTEM[arch], "--version"]) for arch in archs}
+
+
+def write_wrapper(copy: Path, binary: str, version: str) -> Path:
+    """``copy``'s bin/<binary>, written anew (atomically) if it is not today's."""
+    wrapper = copy / "bin" / binary
+    text = WRAPPER.format(binary=binary, suite=PRIVATE_SUITE, version=version)
+    try:
+        if wrapper.read_text() == text:
+            return wrapper
+    except (OSError, ValueError):
+        pass
+    wrapper.parent.mkdir(exist_ok=True)
+    write_text(wrapper, text, mode=0o755)
+    return wrapper
+
+
+def debian_upstream(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Debian version such as 1:10.0.13+ds-0+deb13u1."""
+    match = re.match(r"(?:\d+:)?(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _index_and_version(mirror: str | None, cache: Path, archs: list[str]) -> tuple[Any, str]:
+    index = load_suite_index(debian_mirror(mirror), PRIVATE_SUITE, cache)
+    main = index.stanzas(PACKAGES[archs[0]][0])
+    if not main:
+        raise PrerequisiteError(f"no {PACKAGES[archs[0]][0]} package in {PRIVATE_SUITE}")
+    return index, main[-1]["Version"]
+
+
+def private_copy(cache: Path, mirror: str | None, archs: list[str], say: Say) -> Qemu:
+    """The private copy holding the emulators of ``archs``, made if it is not in the cache."""
+    index, version = _index_and_version(mirror, cache, archs)
+    # No epoch ("1:") in the name: a colon would split the loader's --library-path in two.
+    final = cache / "tools" / f"qemu_{version.split(':', 1)[-1]}_{'+'.join(archs)}"
+    binaries = [QEMU_SYSTEM[arch] for arch in archs]
+    if not all((final / "usr/bin" / b).exists() for b in binaries) or not private.recorded(final):
+        say(
+            f"fetching a private QEMU {version} from Debian {PRIVATE_SUITE} for "
+            f"{', '.join(archs)} guests (the host's libc and QEMU stay as they are)"
+        )
+        tops = sorted({p for arch in archs for p in PACKAGES[arch]})
+        private.install(index, cache, final, private.library_closure(index, tops))
+    versions = {}
+    for arch, binary in zip(archs, binaries, strict=True):
+        wrapper = write_wrapper(final, binary, version)
+        versions[arch] = first_line([str(wrapper), "--version"])
+        if version_of(versions[arch]) is None:
+            raise PrerequisiteError(
+                f"the private QEMU at {wrapper} does not run: {versions[arch] or 'no output'}"
+            )
+    origin = f"private {PRIVATE_SUITE} {version}"
+    return Qemu(origin, versions, final / "bin", packages=private.recorded(final))
+
+
+def _cannot_have_private() -> str | None:
+    """Why this host cannot run the private copy, or None."""
+    if host_arch() != "x86_64":
+        return "the private copy is made for x86_64 hosts"
+    if distro_family(os_release()) != "debian":
+        return "the private copy comes from Debian's archive, for Debian hosts"
+    return None
+
+
+def ensure_qemu(
+    cache: Path, mirror: str | None, choice: str, archs: Iterable[str], say: Say
+) -> Qemu:
+    """The emulators for guests of ``archs``. ``auto``: the private copy where the host can
+    run it and its QEMU is older; the host's otherwise, also when the copy cannot be made
+    (the reason is recorded). ``private`` fails where ``auto`` would fall back."""
+    wanted = sorted(set(archs))
+    host = {arch: first_line([QEMU_SYSTEM[arch], "--version"]) for arch in wanted}
+    if choice == "host":
+        return Qemu("host", host, reason="--qemu host")
+    cannot = _cannot_have_private()
+    if choice == "private":
+        if cannot:
+            raise PrerequisiteError(f"--qemu private: {cannot}")
+        return _with_reason(private_copy(cache, mirror, wanted, say), "--qemu private")
+    if cannot:
+        return Qemu("host", host, reason=cannot)
+    try:
+        _, version = _index_and_version(mirror, cache, wanted)
+        theirs = [version_of(line) for line in host.values()]
+        mine = debian_upstream(version)
+        if mine is not None and all(v is not None and v >= mine for v in theirs):
+            return Qemu("host", host, reason=f"as new as {PRIVATE_SUITE}'s {version}")
+        copy = private_copy(cache, mirror, wanted, say)
+    except HarnessError as exc:
+        say(f"the host's QEMU, as no private copy could be made: {exc}")
+        return Qemu("host", host, reason=f"no private copy: {exc}")
+    older = ", ".join(sorted(set(host.values())))
+    return _with_reason(copy, f"newer than the host's ({older})")
+
+
+def tool_dirs(qemu: Qemu, virtiofsd: Virtiofsd) -> tuple[Path, ...]:
+    """Where the chosen QEMU and virtiofsd are, for the front of vng's PATH."""
+    return tuple(d for d in (qemu.bin_dir, virtiofsd.bin_dir) if d is not None)
+
+
+def _with_reason(copy: Qemu, reason: str) -> Qemu:
+    return Qemu(copy.origin, copy.versions, copy.bin_dir, reason, copy.packages)
