@@ -18,22 +18,19 @@ chosen binary (or the private copy's wrapper) first on the PATH of the ``vng`` i
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FetchError, PrerequisiteError
 from harness.fetch.archive import load_suite_index
-from harness.fetch.download import download
-from harness.fetch.kernels import extract_deb
 from harness.fetch.mirror import debian_mirror
 from harness.files import write_text
+from harness.host import private
 from harness.host.prereqs import can_install, distro_family, os_release
 
 Say = Callable[[str], None]
@@ -114,7 +111,7 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
     stanza = candidates[-1]
     final = cache / "tools" / f"virtiofsd_{stanza['Version']}"
     origin = f"private {PRIVATE_SUITE} package {stanza['Version']}"
-    recorded = _recorded(final)
+    recorded = private.recorded(final)
     if recorded and (final / "usr/libexec/virtiofsd").exists():
         wrapper = write_wrapper(final, PRIVATE_SUITE, stanza["Version"])
         if version := rust_version(wrapper):
@@ -123,36 +120,13 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
         f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
         "(the host's libc stays as it is)"
     )
-    libs = [d.split("(")[0].strip() for d in stanza["Depends"].split(",")]
-    names = ["virtiofsd", "libc6", *[n for n in libs if n.startswith("lib") and n != "libc6"]]
-    tmp = Path(tempfile.mkdtemp(prefix=".virtiofsd.", dir=cache))
-    try:
-        used = []
-        for name in names:
-            pkg = index.stanzas(name)[-1]
-            deb = cache / "debs" / f"{name}_{pkg['Version']}_amd64.deb"
-            download(f"{index.mirror}/{pkg['Filename']}", deb, sha256=pkg["SHA256"])
-            extract_deb(deb, tmp)
-            used.append({"name": name, "version": pkg["Version"], "sha256": pkg["SHA256"]})
-        (tmp / "provenance.json").write_text(json.dumps(used, indent=2))
-        write_wrapper(tmp, PRIVATE_SUITE, stanza["Version"])
-        shutil.rmtree(final, ignore_errors=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    private.install(index, cache, final, private.library_closure(index, ["virtiofsd"]))
+    write_wrapper(final, PRIVATE_SUITE, stanza["Version"])
     wrapper = final / "bin" / "virtiofsd"
     version = rust_version(wrapper)
     if version is None:
         raise PrerequisiteError(f"the private virtiofsd at {wrapper} does not run")
-    return Virtiofsd(wrapper, version, origin, _recorded(final))
-
-
-def _recorded(final: Path) -> tuple[dict[str, str], ...]:
-    try:
-        return tuple(json.loads((final / "provenance.json").read_text()))
-    except (OSError, ValueError):
-        return ()
+    return Virtiofsd(wrapper, version, origin, private.recorded(final))
 
 
 def ensure_virtiofsd(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
