@@ -62,6 +62,14 @@ TCG_CPU = {
     "x86_64": "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+rdrand,+rdseed,-svm",
     "arm64": "max,pauth-impdef=on",
 }
+# What an x86_64 guest is spared of the machine QEMU and vng give it, under KVM and TCG alike
+# (bare boot of 6.12 under TCG x0.91 and x0.94 more; docs/performance.md): -nodefaults drops
+# q35's empty CD-ROM (no ATAPI probe, no sr_mod and cdrom modules); the blacklist keeps udev
+# from loading drivers of hardware nothing in the guest uses: ahci (q35's SATA controller,
+# with no disk on it: the suites' disk is virtio), i6300esb (the watchdog vng adds, never
+# opened) and powernow_k8 (frequency scaling of an emulated AMD CPU).
+QEMU_OPTS = {"x86_64": "-nodefaults", "arm64": ""}
+GUEST_APPEND = {"x86_64": "modprobe.blacklist=ahci,i6300esb,powernow_k8", "arm64": ""}
 PICKS = ("newest", "oldest")
 MAX_CONFIG_BYTES = 1 << 20  # kernels.yaml is a few KiB; a file this large is not one
 FILE_KINDS = {
@@ -166,8 +174,9 @@ class KernelSpec:
     boot_timeout: float = 300.0
     memory: str = "2G"
     cpus: int = 1
-    append: str = ""
+    append: str = GUEST_APPEND["x86_64"]
     tcg_cpu: str = TCG_CPU["x86_64"]
+    qemu_opts: str = QEMU_OPTS["x86_64"]  # added to vng's QEMU command line
     arch: str = "x86_64"
     # Fetched from a network this machine may not reach (a distribution's own repository):
     # when it cannot be reached the kernel ends "unreachable", which fails no local run.
@@ -339,11 +348,22 @@ KERNEL_KEYS = {
     "cpus",
     "append",
     "tcg_cpu",
+    "qemu_opts",
     "arch",
     "needs_network",
     "stands_in_for",
 }
-DEFAULT_KEYS = {"timeout", "boot_timeout", "memory", "cpus", "tags", "append", "tcg_cpu", "arch"}
+DEFAULT_KEYS = {
+    "timeout",
+    "boot_timeout",
+    "memory",
+    "cpus",
+    "tags",
+    "append",
+    "tcg_cpu",
+    "qemu_opts",
+    "arch",
+}
 
 
 def _name(c: _Checker) -> str:
@@ -363,6 +383,13 @@ def _name(c: _Checker) -> str:
 def _append(value: str) -> bool:
     # vng passes its own init= to start its guest; one given here would be dropped silently.
     return not any(word.startswith("init=") for word in value.split())
+
+
+def _qemu_opts(value: str) -> bool:
+    # -cpu is tcg_cpu's (vng gives KVM its own); options that vng does not see as such
+    # (a word without its dash) would be taken by QEMU for a disk image.
+    words = value.split()
+    return "-cpu" not in words and all(w.startswith("-") or i > 0 for i, w in enumerate(words))
 
 
 def _finite_positive(value: float) -> bool:
@@ -416,9 +443,16 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
         ),
         cpus=d.get("cpus", int, 1, check=lambda v: 0 < v <= MAX_CPUS, expect=f"1 to {MAX_CPUS}"),
         append=d.get(
-            "append", str, "", check=_append, expect="free of init= (vng sets its own init)"
+            "append",
+            str,
+            GUEST_APPEND[arch],
+            check=_append,
+            expect="free of init= (vng sets its own init)",
         ),
         tcg_cpu=d.get("tcg_cpu", str, TCG_CPU.get(arch, "max")),
+        qemu_opts=d.get(
+            "qemu_opts", str, QEMU_OPTS[arch], check=_qemu_opts, expect="QEMU options, no -cpu"
+        ),
         arch=arch,
         needs_network=c.get("needs_network", bool, False),
         stands_in_for=tuple(

@@ -98,6 +98,7 @@ def bare_boot_of(
         spec.arch,
         root.path if root else None,
         spec.append,
+        spec.qemu_opts,
     )
     return round(bare_boot(command, env), 1)
 
@@ -115,8 +116,9 @@ def run(jobs: int | None = None) -> dict[str, Any]:
     accel = probe_accel().accel
     floors = {}
     with tempfile.TemporaryDirectory(prefix="mountcompat-bench.") as tmp:
-        env = vng_environment(tool_dirs(qemu, vfsd), Path(tmp))
         for spec in specs:
+            arch_accel = accel if spec.arch == host_arch() else "tcg"
+            env = vng_environment(tool_dirs(qemu, vfsd, spec.arch, arch_accel), Path(tmp))
             floors[spec.name] = bare_boot_of(spec, fetcher, config.mirror, env, accel)
             say(f"{spec.name}: bare boot {floors[spec.name]} s")
     sequential_empty = harness(names, 1, NOTHING)

@@ -22,9 +22,9 @@ import yaml
 
 from harness.bench.matrix import bare_boot_of, harness, say
 from harness.boot.vng import vng_environment
-from harness.config import load_config
+from harness.config import GUEST_APPEND, load_config
 from harness.fetch.kernels import Fetcher, default_cache
-from harness.host.qemu import ensure_qemu, tool_dirs
+from harness.host.qemu import ensure_qemu
 from harness.host.virtiofsd import ensure_virtiofsd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,13 +50,24 @@ def _cpu(x86: str | None = None, arm64: str | None = None) -> Change:
     return change
 
 
+def _x86(key: str, value: str | None) -> Change:
+    """An x86_64 kernel's ``key`` set to ``value`` (None: left to kernels.yaml's default)."""
+
+    def change(entry: dict[str, Any], arch: str) -> None:
+        if arch == "x86_64" and value is not None:
+            entry[key] = value
+
+    return change
+
+
 def _unchanged(entry: dict[str, Any], arch: str) -> None:
     pass
 
 
 def _append(words: str) -> Change:
     def change(entry: dict[str, Any], arch: str) -> None:
-        entry["append"] = " ".join(filter(None, [entry.get("append", ""), words]))
+        base = entry.get("append", GUEST_APPEND[arch])  # kernels.yaml's default, if none
+        entry["append"] = " ".join(filter(None, [base, words]))
 
     return change
 
@@ -91,6 +102,21 @@ SETTINGS = {
             "nothing the suites see depends on the hash",
             _cpu(arm64="max"),
             _cpu(arm64="max,pauth-impdef=on"),
+        ),
+        Setting(
+            "x86-nodefaults",
+            "x86_64: QEMU -nodefaults (no empty CD-ROM on q35's AHCI)",
+            "the guest's disks are virtio and its consoles vng's own; the CD-ROM had no medium",
+            _x86("qemu_opts", ""),
+            _x86("qemu_opts", None),
+        ),
+        Setting(
+            "x86-blacklist",
+            "x86_64: modprobe.blacklist=ahci,i6300esb,powernow_k8 on the kernel command line",
+            "no SATA disk, a watchdog nobody opens, frequency scaling of an emulated CPU: "
+            "nothing the suites use; loop, overlay, erofs, squashfs and virtio are untouched",
+            _x86("append", ""),
+            _x86("append", None),
         ),
         Setting(
             "qemu-trixie",
@@ -154,9 +180,13 @@ def measure(setting: Setting, names: list[str], rounds: int, jobs: int) -> dict[
         mirror = load_config(original).mirror
         vfsd = ensure_virtiofsd(default_cache(), mirror, say)
         archs = {k.arch for k in load_config(original).select(names)}
+        # Every guest of the bench runs under TCG: each side's copies, one per arch.
         envs = {
             side: vng_environment(
-                tool_dirs(ensure_qemu(default_cache(), mirror, choice, archs, say), vfsd),
+                (
+                    *ensure_qemu(default_cache(), mirror, choice, archs, say).copies.values(),
+                    vfsd.bin_dir,
+                ),
                 Path(tmp),
             )
             for side, choice in zip(("old", "new"), setting.qemu, strict=True)

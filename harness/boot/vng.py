@@ -44,6 +44,7 @@ class GuestPlan:
     cwd: Path | None = None
     scratch_disk: Path | None = None  # a raw image the guest formats for its "disk" backing
     tcg_cpu: str | None = None  # QEMU's -cpu under TCG
+    qemu_opts: str = ""  # more of QEMU's command line, under KVM and TCG alike
     extra_dirs: tuple[Path, ...] = ()  # host directories the guest reads (suites of the user's)
     arch: str = "x86_64"
     # A root of the guest's own architecture; the guest then sees the host's directories
@@ -104,19 +105,27 @@ def bare_boot_command(
     arch: str,
     root: Path | None,
     append: str = "",
+    qemu_opts: str = "",
 ) -> list[str]:
     """``vng --run <vmlinuz> --exec true``: the boot alone, as the harness boots it (with
-    the kernel's own command line from kernels.yaml, ``append``)."""
+    the kernel's own command line and QEMU options from kernels.yaml)."""
     command = [vng_executable(), "--run", str(vmlinuz), "--cpus", str(cpus)]
     if root is not None:
         command += ["--arch", VNG_ARCH[arch], "--root", str(root)]
     if accel == "tcg":
         command.append("--disable-kvm")
-        if tcg_cpu:
-            command.append(f"--qemu-opts=-cpu {tcg_cpu}")
+    command += _qemu_opts(accel, tcg_cpu, qemu_opts)
     if args := " ".join(filter(None, [append, *tcg_kernel_args(accel, arch)])):
         command += ["--append", args]
     return [*command, "--exec", "true"]
+
+
+def _qemu_opts(accel: str, tcg_cpu: str | None, qemu_opts: str) -> list[str]:
+    """vng's --qemu-opts: under TCG the CPU model (a later -cpu overrides the "-cpu max"
+    that vng gives QEMU), and kernels.yaml's qemu_opts."""
+    words = [f"-cpu {tcg_cpu}" if accel == "tcg" and tcg_cpu else "", qemu_opts]
+    opts = " ".join(filter(None, words))
+    return [f"--qemu-opts={opts}"] if opts else []
 
 
 def vng_executable() -> str:
@@ -145,9 +154,7 @@ def build_vng_command(plan: GuestPlan, vng: str = "vng") -> list[str]:
         command += ["--rodir", _share(plan, directory)]
     if plan.accel == "tcg":
         command.append("--disable-kvm")
-        if plan.tcg_cpu:
-            # A later -cpu overrides the "-cpu max" that vng gives QEMU.
-            command.append(f"--qemu-opts=-cpu {plan.tcg_cpu}")
+    command += _qemu_opts(plan.accel, plan.tcg_cpu, plan.qemu_opts)
     if plan.cwd is not None:
         command += ["--cwd", str(plan.cwd)]
     if append := " ".join([*filter(None, [plan.append]), *tcg_kernel_args(plan.accel, plan.arch)]):

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.boot.vng import vng_executable
 from harness.host.accel import AccelProbe, probe_accel
-from harness.host.guestroot import QEMU_SYSTEM, host_arch
+from harness.host.guestroot import host_arch
 from harness.host.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools, first_line
 from harness.host.qemu import Qemu, ensure_qemu, tool_dirs
 from harness.host.virtiofsd import Virtiofsd, ensure_virtiofsd
@@ -31,14 +31,15 @@ class HostFacts:
     host: str
     started: str
 
-    @property
-    def tool_dirs(self) -> tuple[Path, ...]:
-        return tool_dirs(self.qemu, self.virtiofsd)
+    def accel_for(self, arch: str) -> str:
+        """A guest of another architecture than the host's is always emulated."""
+        return self.accel.accel if arch == host_arch() else "tcg"
+
+    def tool_dirs(self, arch: str) -> tuple[Path, ...]:
+        return tool_dirs(self.qemu, self.virtiofsd, arch, self.accel_for(arch))
 
     def qemu_line(self, arch: str) -> str:
-        """The emulator of ``arch`` guests, as its --version says, and whose it is."""
-        line = self.qemu.versions.get(arch) or first_line([QEMU_SYSTEM[arch], "--version"])
-        return line if self.qemu.origin == "host" else f"{line} ({self.qemu.origin} copy)"
+        return self.qemu.line(arch, self.accel_for(arch))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,10 +73,8 @@ def prepare_host(
     say(f"virtiofsd {vfsd.version} ({vfsd.origin}): {vfsd.path}")
     qemu = ensure_qemu(cache, mirror, qemu_choice, archs, say)
     say(f"QEMU: {qemu.origin} ({qemu.reason}): {', '.join(sorted(set(qemu.versions.values())))}")
-    native = QEMU_SYSTEM[host_arch()]
-    if qemu.bin_dir is not None and (qemu.bin_dir / native).exists():
-        native = str(qemu.bin_dir / native)  # the probe asks the emulator the guests will have
-    probe = probe_accel(accel, qemu=native)
+    # KVM guests run under the host's QEMU (Qemu's docstring), so the probe asks that one.
+    probe = probe_accel(accel)
     say(f"accelerator: [bold]{probe.accel}[/bold] ({probe.reason})")
     vng = vng_executable()
     return HostFacts(

@@ -56,19 +56,35 @@ exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib" "$root/usr/bin/{binary}" 
 
 @dataclass(frozen=True)
 class Qemu:
-    """The emulators of this run: ``bin_dir`` holds the private copy's wrappers (None: the
-    host's own, found on PATH)."""
+    """The emulators of this run. ``copies``: the private copy's bin/ per guest arch, used
+    for guests emulated under TCG (a KVM guest runs under the host's QEMU: the translator
+    is what the copy is faster at, and the host's QEMU is the one KVM's fallback knows how
+    to see fail)."""
 
     origin: str  # "host", or "private <suite> <package version>"
-    versions: dict[str, str]  # guest arch -> the emulator's first --version line
-    bin_dir: Path | None = None
+    host_versions: dict[str, str]  # guest arch -> the host emulator's first --version line
+    versions: dict[str, str] = field(default_factory=dict)  # the same of the private copy
+    copies: dict[str, Path] = field(default_factory=dict)
     reason: str = ""
     packages: tuple[dict[str, str], ...] = field(default=())
+
+    def bin_dir(self, arch: str, accel: str) -> Path | None:
+        """The private copy's bin/ for a guest of ``arch`` under ``accel``, or None."""
+        return self.copies.get(arch) if accel == "tcg" else None
+
+    def line(self, arch: str, accel: str) -> str:
+        """The emulator of such a guest, as its --version says, and whose it is."""
+        if self.bin_dir(arch, accel) is not None:
+            return f"{self.versions[arch]} ({self.origin} copy)"
+        return self.host_versions.get(arch) or first_line([QEMU_SYSTEM[arch], "--version"])
 
     def to_json(self) -> dict[str, object]:
         return {
             "origin": self.origin,
+            "host_versions": self.host_versions,
             "versions": self.versions,
+            "copies": {arch: str(path) for arch, path in self.copies.items()},
+            "used_for": "guests under TCG" if self.copies else "",
             "reason": self.reason,
             "packages": list(self.packages),
         }
@@ -112,28 +128,30 @@ def _index_and_version(mirror: str | None, cache: Path, archs: list[str]) -> tup
 
 
 def private_copy(cache: Path, mirror: str | None, archs: list[str], say: Say) -> Qemu:
-    """The private copy holding the emulators of ``archs``, made if it is not in the cache."""
+    """The private copies of the emulators of ``archs`` (one per arch), made if they are not
+    in the cache."""
     index, version = _index_and_version(mirror, cache, archs)
-    # No epoch ("1:") in the name: a colon would split the loader's --library-path in two.
-    final = cache / "tools" / f"qemu_{version.split(':', 1)[-1]}_{'+'.join(archs)}"
-    binaries = [QEMU_SYSTEM[arch] for arch in archs]
-    if not all((final / "usr/bin" / b).exists() for b in binaries) or not private.recorded(final):
-        say(
-            f"fetching a private QEMU {version} from Debian {PRIVATE_SUITE} for "
-            f"{', '.join(archs)} guests (the host's libc and QEMU stay as they are)"
-        )
-        tops = sorted({p for arch in archs for p in PACKAGES[arch]})
-        private.install(index, cache, final, private.library_closure(index, tops))
-    versions = {}
-    for arch, binary in zip(archs, binaries, strict=True):
+    copies, versions, packages = {}, {}, []
+    for arch in archs:
+        # No epoch ("1:") in the name: a colon would split the loader's --library-path.
+        final = cache / "tools" / f"qemu_{version.split(':', 1)[-1]}_{arch}"
+        binary = QEMU_SYSTEM[arch]
+        if not (final / "usr/bin" / binary).exists() or not private.recorded(final):
+            say(
+                f"fetching a private QEMU {version} from Debian {PRIVATE_SUITE} for {arch} "
+                "guests under TCG (the host's libc and QEMU stay as they are)"
+            )
+            private.install(index, cache, final, private.library_closure(index, PACKAGES[arch]))
         wrapper = write_wrapper(final, binary, version)
         versions[arch] = first_line([str(wrapper), "--version"])
         if version_of(versions[arch]) is None:
             raise PrerequisiteError(
                 f"the private QEMU at {wrapper} does not run: {versions[arch] or 'no output'}"
             )
+        copies[arch] = final / "bin"
+        packages += [p for p in private.recorded(final) if p not in packages]
     origin = f"private {PRIVATE_SUITE} {version}"
-    return Qemu(origin, versions, final / "bin", packages=private.recorded(final))
+    return Qemu(origin, {}, versions, copies, packages=tuple(packages))
 
 
 def _cannot_have_private() -> str | None:
@@ -159,7 +177,7 @@ def ensure_qemu(
     if choice == "private":
         if cannot:
             raise PrerequisiteError(f"--qemu private: {cannot}")
-        return _with_reason(private_copy(cache, mirror, wanted, say), "--qemu private")
+        return _with_reason(private_copy(cache, mirror, wanted, say), "--qemu private", host)
     if cannot:
         return Qemu("host", host, reason=cannot)
     try:
@@ -173,13 +191,14 @@ def ensure_qemu(
         say(f"the host's QEMU, as no private copy could be made: {exc}")
         return Qemu("host", host, reason=f"no private copy: {exc}")
     older = ", ".join(sorted(set(host.values())))
-    return _with_reason(copy, f"newer than the host's ({older})")
+    return _with_reason(copy, f"newer than the host's ({older})", host)
 
 
-def tool_dirs(qemu: Qemu, virtiofsd: Virtiofsd) -> tuple[Path, ...]:
-    """Where the chosen QEMU and virtiofsd are, for the front of vng's PATH."""
-    return tuple(d for d in (qemu.bin_dir, virtiofsd.bin_dir) if d is not None)
+def tool_dirs(qemu: Qemu, virtiofsd: Virtiofsd, arch: str, accel: str) -> tuple[Path, ...]:
+    """Where the QEMU and the virtiofsd of a guest of ``arch`` under ``accel`` are, for the
+    front of vng's PATH."""
+    return tuple(d for d in (qemu.bin_dir(arch, accel), virtiofsd.bin_dir) if d is not None)
 
 
-def _with_reason(copy: Qemu, reason: str) -> Qemu:
-    return Qemu(copy.origin, copy.versions, copy.bin_dir, reason, copy.packages)
+def _with_reason(copy: Qemu, reason: str, host: dict[str, str]) -> Qemu:
+    return Qemu(copy.origin, host, copy.versions, copy.copies, reason, copy.packages)

@@ -238,6 +238,7 @@ class KernelRun:
             cwd=cwd,
             scratch_disk=scratch_disk,
             tcg_cpu=self.spec.tcg_cpu,
+            qemu_opts=self.spec.qemu_opts,
             extra_dirs=extra,
             arch=self.spec.arch,
             root=root.path if root else None,
@@ -266,7 +267,7 @@ class KernelRun:
                 f.truncate(SCRATCH_DISK_BYTES)
             plan = self.plan(disk)
             command = build_vng_command(plan, vng=vng)
-            env = vng_environment(self.ctx.host.tool_dirs, Path(tmp))
+            env = vng_environment(self.ctx.host.tool_dirs(self.spec.arch), Path(tmp))
             self._write_reproduce(plan, vng, env)
             self._enter(
                 "booting",
@@ -286,7 +287,7 @@ class KernelRun:
                 outcome = self._attempt(command, env, attempt)
                 if outcome.accel_failure is not None and plan.accel == "kvm":
                     # Not the kernel's failure: it does not use up the kernel's one retry.
-                    plan, command = self._without_kvm(outcome, disk, vng, env)
+                    plan, command, env = self._without_kvm(outcome, disk, vng, Path(tmp))
                 elif self._retry_worthy(outcome) and not retried:
                     retried = True
                 else:
@@ -301,18 +302,26 @@ class KernelRun:
         return outcome, attempts
 
     def _without_kvm(
-        self, outcome: RunOutcome, disk: Path, vng: str, env: dict[str, str]
-    ) -> tuple[GuestPlan, list[str]]:
+        self, outcome: RunOutcome, disk: Path, vng: str, tmp: Path
+    ) -> tuple[GuestPlan, list[str], dict[str, str]]:
         """KVM ran the probe guest and could not run this one: TCG for it and for every
-        guest of the run from now on, said in the run's facts and in this kernel's."""
+        guest of the run from now on, said in the run's facts and in this kernel's (and the
+        QEMU of TCG guests, which may be another one)."""
         reason = f"KVM failed in {self.spec.name}'s guest ({outcome.accel_failure}): TCG since"
         self.ctx.host.accel = AccelProbe("tcg", reason)
         self.ctx.milestone(self.spec.name, escape(reason))
         plan = self.plan(disk)
         command = build_vng_command(plan, vng=vng)
+        env = vng_environment(self.ctx.host.tool_dirs(self.spec.arch), tmp)
         self._write_reproduce(plan, vng, env)
-        self._enter("booting", accelerator=plan.accel, accelerator_reason=reason, command=command)
-        return plan, command
+        self._enter(
+            "booting",
+            accelerator=plan.accel,
+            accelerator_reason=reason,
+            command=command,
+            qemu=self.ctx.host.qemu_line(self.spec.arch),
+        )
+        return plan, command, env
 
     def _write_reproduce(self, plan: GuestPlan, vng: str, env: dict[str, str]) -> None:
         (self.dir / "reproduce.sh").write_text(reproduce_script(plan, vng, env))
@@ -362,6 +371,7 @@ class KernelRun:
             self.spec.arch,
             root.path if root else None,
             self.spec.append,
+            self.spec.qemu_opts,
         )
         started = time.monotonic()
         proc = subprocess.Popen(

@@ -58,7 +58,7 @@ def _is_vm_stack(argv: list[str]) -> bool:
     )
 
 
-def _vm_stack(tag: str) -> dict[int, str]:
+def _vm_stack_argv(tag: str) -> dict[int, list[str]]:
     found = {}
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -66,8 +66,12 @@ def _vm_stack(tag: str) -> dict[int, str]:
         except OSError:
             continue
         if argv[0] and _is_vm_stack(argv) and tag in " ".join(argv):
-            found[int(cmdline.parent.name)] = " ".join(argv)[:300]
+            found[int(cmdline.parent.name)] = argv
     return found
+
+
+def _vm_stack(tag: str) -> dict[int, str]:
+    return {pid: " ".join(argv)[:300] for pid, argv in _vm_stack_argv(tag).items()}
 
 
 def our_processes(tag: str) -> list[str]:
@@ -88,8 +92,8 @@ def qemu_runs(tag: str) -> bool:
     """Whether a qemu of ``tag`` runs: the host's, or a private copy through its loader."""
     return any(
         word.endswith("/qemu-system-x86_64")
-        for line in our_processes(tag)
-        for word in line.split(" ")[:5]
+        for argv in _vm_stack_argv(tag).values()
+        for word in argv[:5]
     )
 
 

@@ -202,3 +202,10 @@ def test_the_longest_name_leaves_room_for_virtiofsds_socket() -> None:
         os.unlink(path)
         with socket.socket(socket.AF_UNIX) as listener:
             listener.bind(path)
+
+
+@pytest.mark.parametrize("opts", ["-cpu max", "nodefaults", "-m 4G -cpu host"])
+def test_qemu_opts_that_are_not_ours_to_take_are_refused(opts: str) -> None:
+    text = GOOD.replace("kernels:", f"defaults:\n  qemu_opts: {opts!r}\nkernels:", 1)
+    with pytest.raises(ConfigError, match="qemu_opts"):
+        parse_config(Path("/x/kernels.yaml"), text)

@@ -36,10 +36,10 @@ def test_the_copy_boots_a_guest_from_another_place(tmp_path: Path) -> None:
     """Real guest code (the accelerator probe's boot sector) under the copy's own SeaBIOS,
     after the copy was moved: nothing of it is looked up at the path it was made under."""
     made = private_copy(default_cache(), mirror(), ["x86_64"], lambda line: None)
-    assert made.bin_dir is not None and made.origin.startswith("private trixie")
+    assert made.origin.startswith("private trixie") and set(made.copies) == {"x86_64"}
     assert version_of(made.versions["x86_64"]) >= (10, 0)  # type: ignore[operator]
     moved = tmp_path / "elsewhere"
-    shutil.copytree(made.bin_dir.parent, moved, symlinks=True)
+    shutil.copytree(made.copies["x86_64"].parent, moved, symlinks=True)
     image = tmp_path / "boot.img"
     image.write_bytes(BOOT_SECTOR)
     ran, why = _run_probe(image, kvm=False, timeout=120, qemu=str(moved / "bin/qemu-system-x86_64"))
@@ -55,13 +55,24 @@ def test_no_copy_where_none_can_be_made_and_the_host_qemu_is_said(tmp_path: Path
     said: list[str] = []
     unreachable = "http://127.0.0.1:9/debian"
     qemu = ensure_qemu(tmp_path / "cache", unreachable, "auto", ["x86_64"], said.append)
-    assert qemu.origin == "host" and qemu.bin_dir is None
+    assert qemu.origin == "host" and qemu.copies == {}
     assert qemu.reason.startswith("no private copy: ") and "127.0.0.1:9" in qemu.reason
-    assert version_of(qemu.versions["x86_64"]) is not None, qemu.versions
+    assert version_of(qemu.host_versions["x86_64"]) is not None, qemu.host_versions
     with pytest.raises(HarnessError):
         ensure_qemu(tmp_path / "cache", unreachable, "private", ["x86_64"], said.append)
 
 
 def test_host_is_the_hosts_own(tmp_path: Path) -> None:
     qemu = ensure_qemu(tmp_path / "cache", "http://127.0.0.1:9/debian", "host", ["x86_64"], print)
-    assert (qemu.origin, qemu.bin_dir, qemu.reason) == ("host", None, "--qemu host")
+    assert (qemu.origin, qemu.copies, qemu.reason) == ("host", {}, "--qemu host")
+
+
+def test_the_copy_is_for_guests_under_tcg(tmp_path: Path) -> None:
+    """A KVM guest runs under the host's QEMU: KVM's failure on such a guest is seen as
+    QEMU 7.2 says it (harness/boot/process.py), where trixie's QEMU hangs silently (seen on
+    this machine: a microvm guest stuck at "Probing EDD" for the 300 s boot timeout)."""
+    made = private_copy(default_cache(), mirror(), ["x86_64"], lambda line: None)
+    assert made.bin_dir("x86_64", "tcg") == made.copies["x86_64"]
+    assert made.bin_dir("x86_64", "kvm") is None
+    assert made.line("x86_64", "kvm").startswith("QEMU emulator version")
+    assert "copy" not in made.line("x86_64", "kvm") and "copy" in made.line("x86_64", "tcg")

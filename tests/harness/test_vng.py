@@ -94,3 +94,40 @@ def test_a_bare_boot_has_the_kernels_own_command_line() -> None:
     assert cmd[-2:] == ["--exec", "true"]
     plain = bare_boot_command(Path("/c/vmlinuz"), "kvm", 1, None, "x86_64", None)
     assert "--append" not in plain
+
+
+def test_qemu_opts_go_to_qemu_under_either_accelerator() -> None:
+    """kernels.yaml's qemu_opts (x86_64's default: -nodefaults) after the TCG CPU model, in
+    one --qemu-opts, and alone under KVM, where vng picks the CPU."""
+    tcg = build_vng_command(plan(qemu_opts="-nodefaults"), vng="vng")
+    assert [c for c in tcg if c.startswith("--qemu-opts")] == [
+        "--qemu-opts=-cpu max,-cx16 -nodefaults"
+    ]
+    kvm = build_vng_command(plan(accel="kvm", qemu_opts="-nodefaults"), vng="vng")
+    assert [c for c in kvm if c.startswith("--qemu-opts")] == ["--qemu-opts=-nodefaults"]
+    bare = bare_boot_command(
+        Path("/c/vmlinuz"), "tcg", 1, "qemu64", "x86_64", None, qemu_opts="-nodefaults"
+    )
+    assert "--qemu-opts=-cpu qemu64 -nodefaults" in bare
+
+
+def test_x86_guests_are_spared_hardware_they_never_use() -> None:
+    """The defaults of kernels.yaml: on x86_64 no default devices (q35's empty CD-ROM) and no
+    drivers for SATA, vng's watchdog and AMD frequency scaling; arm64 has none of them."""
+    from harness.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "kernels.yaml")
+    for spec in config.kernels:
+        cmd = build_vng_command(
+            plan(
+                arch=spec.arch, append=spec.append, tcg_cpu=spec.tcg_cpu, qemu_opts=spec.qemu_opts
+            ),
+            vng="vng",
+        )
+        opts = next(c for c in cmd if c.startswith("--qemu-opts"))
+        append = cmd[cmd.index("--append") + 1] if "--append" in cmd else ""
+        if spec.arch == "x86_64":
+            assert opts.endswith(" -nodefaults"), (spec.name, opts)
+            assert "modprobe.blacklist=ahci,i6300esb,powernow_k8" in append.split(), spec.name
+        else:
+            assert "-nodefaults" not in opts and "modprobe.blacklist" not in append, spec.name
