@@ -385,11 +385,21 @@ def _append(value: str) -> bool:
     return not any(word.startswith("init=") for word in value.split())
 
 
+# Options the harness or vng set themselves: the CPU is tcg_cpu's, the accelerator the probe's,
+# the kernel, its command line and the machine vng's.
+_OWN_OPTIONS = {"cpu", "accel", "enable-kvm", "machine", "M", "kernel", "append", "initrd"}
+# vng pastes --qemu-opts into a shell command unquoted: nothing a shell would read as more.
+_QEMU_WORD = re.compile(r"[A-Za-z0-9_.,=:/+@%-]+")
+
+
 def _qemu_opts(value: str) -> bool:
-    # -cpu is tcg_cpu's (vng gives KVM its own); options that vng does not see as such
-    # (a word without its dash) would be taken by QEMU for a disk image.
     words = value.split()
-    return "-cpu" not in words and all(w.startswith("-") or i > 0 for i, w in enumerate(words))
+    if not all(_QEMU_WORD.fullmatch(w) for w in words):
+        return False
+    # A first word without its dash would be taken by QEMU for a disk image.
+    if words and not words[0].startswith("-"):
+        return False
+    return not any(w.lstrip("-") in _OWN_OPTIONS for w in words if w.startswith("-"))
 
 
 def _finite_positive(value: float) -> bool:
@@ -451,7 +461,11 @@ def _kernel(path: Path, index: int, raw: object, defaults: Mapping[str, Any]) ->
         ),
         tcg_cpu=d.get("tcg_cpu", str, TCG_CPU.get(arch, "max")),
         qemu_opts=d.get(
-            "qemu_opts", str, QEMU_OPTS[arch], check=_qemu_opts, expect="QEMU options, no -cpu"
+            "qemu_opts",
+            str,
+            QEMU_OPTS[arch],
+            check=_qemu_opts,
+            expect="QEMU options in plain words, none of -cpu, -accel, -machine, -kernel, -append",
         ),
         arch=arch,
         needs_network=c.get("needs_network", bool, False),

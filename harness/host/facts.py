@@ -35,8 +35,8 @@ class HostFacts:
         """A guest of another architecture than the host's is always emulated."""
         return self.accel.accel if arch == host_arch() else "tcg"
 
-    def tool_dirs(self, arch: str) -> tuple[Path, ...]:
-        return tool_dirs(self.qemu, self.virtiofsd, arch, self.accel_for(arch))
+    def tool_dirs(self, arch: str, accel: str) -> tuple[Path, ...]:
+        return tool_dirs(self.qemu, self.virtiofsd, arch, accel)
 
     def qemu_line(self, arch: str) -> str:
         return self.qemu.line(arch, self.accel_for(arch))
@@ -72,7 +72,8 @@ def prepare_host(
     vfsd = ensure_virtiofsd(cache, mirror, say)
     say(f"virtiofsd {vfsd.version} ({vfsd.origin}): {vfsd.path}")
     qemu = ensure_qemu(cache, mirror, qemu_choice, archs, say)
-    say(f"QEMU: {qemu.origin} ({qemu.reason}): {', '.join(sorted(set(qemu.versions.values())))}")
+    lines = sorted({qemu.line(arch, "tcg") for arch in archs})
+    say(f"QEMU for emulated guests: {qemu.origin} ({qemu.reason}): {'; '.join(lines)}")
     # KVM guests run under the host's QEMU (Qemu's docstring), so the probe asks that one.
     probe = probe_accel(accel)
     say(f"accelerator: [bold]{probe.accel}[/bold] ({probe.reason})")

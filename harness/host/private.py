@@ -9,11 +9,13 @@ every package (name, version, SHA256 from the suite's signed index) it was made 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from harness.errors import FetchError
@@ -23,8 +25,6 @@ from harness.fetch.kernels import extract_deb
 
 Say = Callable[[str], None]
 PROVENANCE = "provenance.json"
-LIBRARY_DIR = "usr/lib/x86_64-linux-gnu"
-LOADER = f"{LIBRARY_DIR}/ld-linux-x86-64.so.2"
 
 
 def _depends(stanza: dict[str, str]) -> list[str]:
@@ -67,6 +67,17 @@ def recorded(copy: Path) -> tuple[dict[str, str], ...]:
         return tuple(json.loads((copy / PROVENANCE).read_text()))
     except (OSError, ValueError):
         return ()
+
+
+@contextlib.contextmanager
+def locked(cache: Path) -> Iterator[None]:
+    """One maker of private copies at a time in ``cache``: runs side by side (the tests'
+    workers, two harnesses) would otherwise each make the same copy and replace the other's
+    under its feet."""
+    (cache / "tools").mkdir(parents=True, exist_ok=True)
+    with open(cache / "tools" / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def install(index: SuiteIndex, cache: Path, final: Path, packages: Iterable[str]) -> None:

@@ -31,7 +31,7 @@ from harness.host.virtiofsd import Virtiofsd
 
 Say = Callable[[str], None]
 PRIVATE_SUITE = "trixie"
-CHOICES = ("auto", "host", "private")
+CHOICES = ("auto", "host", "private")  # --qemu
 # Per guest architecture: the package of its system emulator, and what else it needs of the
 # suite beside libraries (firmware: SeaBIOS for x86's q35; arm64's "virt" boots the kernel
 # directly).
@@ -95,10 +95,6 @@ def version_of(line: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _host_versions(archs: Iterable[str]) -> dict[str, str]:
-    return {arch: first_line([QEMU_SYSTEM[arch], "--version"]) for arch in archs}
-
-
 def write_wrapper(copy: Path, binary: str, version: str) -> Path:
     """``copy``'s bin/<binary>, written anew (atomically) if it is not today's."""
     wrapper = copy / "bin" / binary
@@ -130,20 +126,28 @@ def _index_and_version(mirror: str | None, cache: Path, archs: list[str]) -> tup
 def private_copy(cache: Path, mirror: str | None, archs: list[str], say: Say) -> Qemu:
     """The private copies of the emulators of ``archs`` (one per arch), made if they are not
     in the cache."""
+    cache = cache.resolve()  # the copy goes on PATH and into reproduce.sh
     index, version = _index_and_version(mirror, cache, archs)
     copies, versions, packages = {}, {}, []
     for arch in archs:
         # No epoch ("1:") in the name: a colon would split the loader's --library-path.
         final = cache / "tools" / f"qemu_{version.split(':', 1)[-1]}_{arch}"
         binary = QEMU_SYSTEM[arch]
-        if not (final / "usr/bin" / binary).exists() or not private.recorded(final):
-            say(
-                f"fetching a private QEMU {version} from Debian {PRIVATE_SUITE} for {arch} "
-                "guests under TCG (the host's libc and QEMU stay as they are)"
-            )
-            private.install(index, cache, final, private.library_closure(index, PACKAGES[arch]))
-        wrapper = write_wrapper(final, binary, version)
-        versions[arch] = first_line([str(wrapper), "--version"])
+        with private.locked(cache):
+            made = not (final / "usr/bin" / binary).exists() or not private.recorded(final)
+            for _ in range(2):  # a cached copy that does not run is made once more
+                if made:
+                    say(
+                        f"fetching a private QEMU {version} from Debian {PRIVATE_SUITE} for "
+                        f"{arch} guests under TCG (the host's libc and QEMU stay as they are)"
+                    )
+                    closure = private.library_closure(index, PACKAGES[arch])
+                    private.install(index, cache, final, closure)
+                wrapper = write_wrapper(final, binary, version)
+                versions[arch] = first_line([str(wrapper), "--version"])
+                if version_of(versions[arch]) is not None or made:
+                    break
+                made = True
         if version_of(versions[arch]) is None:
             raise PrerequisiteError(
                 f"the private QEMU at {wrapper} does not run: {versions[arch] or 'no output'}"

@@ -111,17 +111,18 @@ def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:
     stanza = candidates[-1]
     final = cache / "tools" / f"virtiofsd_{stanza['Version']}"
     origin = f"private {PRIVATE_SUITE} package {stanza['Version']}"
-    recorded = private.recorded(final)
-    if recorded and (final / "usr/libexec/virtiofsd").exists():
-        wrapper = write_wrapper(final, PRIVATE_SUITE, stanza["Version"])
-        if version := rust_version(wrapper):
-            return Virtiofsd(wrapper, version, origin, recorded)
-    say(
-        f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
-        "(the host's libc stays as it is)"
-    )
-    private.install(index, cache, final, private.library_closure(index, ["virtiofsd"]))
-    write_wrapper(final, PRIVATE_SUITE, stanza["Version"])
+    with private.locked(cache):
+        recorded = private.recorded(final)
+        if recorded and (final / "usr/libexec/virtiofsd").exists():
+            wrapper = write_wrapper(final, PRIVATE_SUITE, stanza["Version"])
+            if version := rust_version(wrapper):
+                return Virtiofsd(wrapper, version, origin, recorded)
+        say(
+            f"fetching a private virtiofsd {stanza['Version']} from Debian {PRIVATE_SUITE} "
+            "(the host's libc stays as it is)"
+        )
+        private.install(index, cache, final, private.library_closure(index, ["virtiofsd"]))
+        write_wrapper(final, PRIVATE_SUITE, stanza["Version"])
     wrapper = final / "bin" / "virtiofsd"
     version = rust_version(wrapper)
     if version is None:

@@ -23,6 +23,7 @@ from harness.errors import HarnessError, Unreachable
 from harness.fetch.archive import INDEX_MAX_AGE
 from harness.fetch.kernels import Fetcher, default_cache
 from harness.fetch.rpm import resolve_rpm
+from harness.host.qemu import CHOICES as QEMU_CHOICES
 from harness.run.matrix import REPO, MatrixOptions, MatrixRun, default_jobs
 from harness.ui import MatrixUI
 
@@ -102,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--qemu",
-        choices=("auto", "host", "private"),
+        choices=QEMU_CHOICES,
         default="auto",
         help="the emulator: auto takes a private copy of Debian trixie's QEMU on a Debian "
         "host whose own is older (faster under TCG), host the host's own",

@@ -267,14 +267,16 @@ class KernelRun:
                 f.truncate(SCRATCH_DISK_BYTES)
             plan = self.plan(disk)
             command = build_vng_command(plan, vng=vng)
-            env = vng_environment(self.ctx.host.tool_dirs(self.spec.arch), Path(tmp))
+            # The plan's accelerator, read once: another kernel may switch the run to TCG
+            # meanwhile, and a KVM guest must not get the copy (harness/host/qemu.py).
+            env = vng_environment(self.ctx.host.tool_dirs(self.spec.arch, plan.accel), Path(tmp))
             self._write_reproduce(plan, vng, env)
             self._enter(
                 "booting",
                 accelerator=plan.accel,
                 reproduce=f"sh {self.final / 'reproduce.sh'}",
                 command=command,
-                qemu=self.ctx.host.qemu_line(self.spec.arch),
+                qemu=self.ctx.host.qemu.line(self.spec.arch, plan.accel),
                 root=self.root.provenance() if self.root else None,
                 virtme_ng=self.ctx.host.vng,
             )
@@ -312,14 +314,14 @@ class KernelRun:
         self.ctx.milestone(self.spec.name, escape(reason))
         plan = self.plan(disk)
         command = build_vng_command(plan, vng=vng)
-        env = vng_environment(self.ctx.host.tool_dirs(self.spec.arch), tmp)
+        env = vng_environment(self.ctx.host.tool_dirs(self.spec.arch, plan.accel), tmp)
         self._write_reproduce(plan, vng, env)
         self._enter(
             "booting",
             accelerator=plan.accel,
             accelerator_reason=reason,
             command=command,
-            qemu=self.ctx.host.qemu_line(self.spec.arch),
+            qemu=self.ctx.host.qemu.line(self.spec.arch, plan.accel),
         )
         return plan, command, env
 

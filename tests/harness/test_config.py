@@ -204,8 +204,27 @@ def test_the_longest_name_leaves_room_for_virtiofsds_socket() -> None:
             listener.bind(path)
 
 
-@pytest.mark.parametrize("opts", ["-cpu max", "nodefaults", "-m 4G -cpu host"])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        "-cpu max",
+        "nodefaults",
+        "-m 4G -cpu host",
+        "--cpu host",
+        "-accel kvm",
+        "-enable-kvm",
+        "-append init=/bin/sh",
+        "-nodefaults; touch /tmp/x",
+        "-nodefaults $(id)",
+    ],
+)
 def test_qemu_opts_that_are_not_ours_to_take_are_refused(opts: str) -> None:
     text = GOOD.replace("kernels:", f"defaults:\n  qemu_opts: {opts!r}\nkernels:", 1)
     with pytest.raises(ConfigError, match="qemu_opts"):
         parse_config(Path("/x/kernels.yaml"), text)
+
+
+def test_qemu_opts_of_plain_options_are_taken() -> None:
+    text = GOOD.replace("kernels:", "defaults:\n  qemu_opts: -nodefaults -m 4G\nkernels:", 1)
+    config = parse_config(Path("/x/kernels.yaml"), text)
+    assert {k.qemu_opts for k in config.kernels} == {"-nodefaults -m 4G"}

@@ -40,6 +40,9 @@ def test_the_copy_boots_a_guest_from_another_place(tmp_path: Path) -> None:
     assert version_of(made.versions["x86_64"]) >= (10, 0)  # type: ignore[operator]
     moved = tmp_path / "elsewhere"
     shutil.copytree(made.copies["x86_64"].parent, moved, symlinks=True)
+    # Nothing in the wrapper names where the copy was made (the original stays in place, so
+    # a wrapper naming it would still run).
+    assert str(made.copies["x86_64"].parent) not in (moved / "bin/qemu-system-x86_64").read_text()
     image = tmp_path / "boot.img"
     image.write_bytes(BOOT_SECTOR)
     ran, why = _run_probe(image, kvm=False, timeout=120, qemu=str(moved / "bin/qemu-system-x86_64"))
