@@ -24,7 +24,7 @@ from harness.boot.vng import bare_boot_command, vng_environment
 from harness.config import KernelSpec, load_config
 from harness.fetch.kernels import Fetcher, default_cache
 from harness.fetch.mirror import debian_mirror
-from harness.host.accel import probe_accel
+from harness.host.accel import guest_accel, probe_accel
 from harness.host.guestroot import ensure_root, host_arch, install_modules
 from harness.host.qemu import ensure_qemu, tool_dirs
 from harness.host.virtiofsd import ensure_virtiofsd
@@ -117,8 +117,8 @@ def run(jobs: int | None = None) -> dict[str, Any]:
     floors = {}
     with tempfile.TemporaryDirectory(prefix="mountcompat-bench.") as tmp:
         for spec in specs:
-            arch_accel = accel if spec.arch == host_arch() else "tcg"
-            env = vng_environment(tool_dirs(qemu, vfsd, spec.arch, arch_accel), Path(tmp))
+            guest = guest_accel(accel, spec.arch, host_arch())
+            env = vng_environment(tool_dirs(qemu, vfsd, spec.arch, guest), Path(tmp))
             floors[spec.name] = bare_boot_of(spec, fetcher, config.mirror, env, accel)
             say(f"{spec.name}: bare boot {floors[spec.name]} s")
     sequential_empty = harness(names, 1, NOTHING)

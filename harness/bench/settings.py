@@ -50,11 +50,11 @@ def _cpu(x86: str | None = None, arm64: str | None = None) -> Change:
     return change
 
 
-def _x86(key: str, value: str | None) -> Change:
-    """An x86_64 kernel's ``key`` set to ``value`` (None: left to kernels.yaml's default)."""
+def _x86(key: str, value: str) -> Change:
+    """An x86_64 kernel's ``key`` set to ``value``."""
 
     def change(entry: dict[str, Any], arch: str) -> None:
-        if arch == "x86_64" and value is not None:
+        if arch == "x86_64":
             entry[key] = value
 
     return change
@@ -108,7 +108,7 @@ SETTINGS = {
             "x86_64: QEMU -nodefaults (no empty CD-ROM on q35's AHCI)",
             "the guest's disks are virtio and its consoles vng's own; the CD-ROM had no medium",
             _x86("qemu_opts", ""),
-            _x86("qemu_opts", None),
+            _unchanged,
         ),
         Setting(
             "x86-blacklist",
@@ -116,7 +116,7 @@ SETTINGS = {
             "no SATA disk, a watchdog nobody opens, frequency scaling of an emulated CPU: "
             "nothing the suites use; loop, overlay, erofs, squashfs and virtio are untouched",
             _x86("append", ""),
-            _x86("append", None),
+            _unchanged,
         ),
         Setting(
             "qemu-trixie",
@@ -177,9 +177,10 @@ def measure(setting: Setting, names: list[str], rounds: int, jobs: int) -> dict[
             )
             for side in ("old", "new")
         }
-        mirror = load_config(original).mirror
+        config = load_config(original)
+        mirror = config.mirror
         vfsd = ensure_virtiofsd(default_cache(), mirror, say)
-        archs = {k.arch for k in load_config(original).select(names)}
+        archs = {k.arch for k in config.select(names)}
         # Every guest of the bench runs under TCG: each side's copies, one per arch.
         envs = {
             side: vng_environment(

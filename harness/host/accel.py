@@ -64,6 +64,11 @@ def _run_probe(image: Path, kvm: bool, timeout: float, qemu: str) -> tuple[bool,
     return False, (lines[0] if lines else f"qemu exited with {result.returncode}")
 
 
+def guest_accel(run_accel: str, arch: str, host: str) -> str:
+    """A guest of another architecture than the host's is always emulated."""
+    return run_accel if arch == host else "tcg"
+
+
 def probe_accel(
     requested: str = "auto", timeout: float = 20.0, qemu: str = "qemu-system-x86_64"
 ) -> AccelProbe:

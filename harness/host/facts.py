@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.boot.vng import vng_executable
-from harness.host.accel import AccelProbe, probe_accel
+from harness.host.accel import AccelProbe, guest_accel, probe_accel
 from harness.host.guestroot import host_arch
 from harness.host.prereqs import MATRIX_TOOLS, SUITE_TOOLS, ensure_tools, first_line
 from harness.host.qemu import Qemu, ensure_qemu, tool_dirs
@@ -32,8 +32,7 @@ class HostFacts:
     started: str
 
     def accel_for(self, arch: str) -> str:
-        """A guest of another architecture than the host's is always emulated."""
-        return self.accel.accel if arch == host_arch() else "tcg"
+        return guest_accel(self.accel.accel, arch, host_arch())
 
     def tool_dirs(self, arch: str, accel: str) -> tuple[Path, ...]:
         return tool_dirs(self.qemu, self.virtiofsd, arch, accel)

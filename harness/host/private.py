@@ -22,6 +22,7 @@ from harness.errors import FetchError
 from harness.fetch.archive import SuiteIndex
 from harness.fetch.download import download
 from harness.fetch.kernels import extract_deb
+from harness.files import write_text
 
 Say = Callable[[str], None]
 PROVENANCE = "provenance.json"
@@ -60,6 +61,20 @@ def library_closure(index: SuiteIndex, programs: Iterable[str]) -> list[str]:
     if "libc6" not in wanted:
         wanted.append("libc6")
     return wanted
+
+
+def write_wrapper(wrapper: Path, text: str) -> Path:
+    """The copy's wrapper script at ``wrapper``, written anew (atomically, executable before
+    it is in place) if it is not ``text``: a wrapper names no absolute path, so the copy runs
+    wherever the cache is moved or restored."""
+    try:
+        if wrapper.read_text() == text:
+            return wrapper
+    except (OSError, ValueError):
+        pass
+    wrapper.parent.mkdir(exist_ok=True)
+    write_text(wrapper, text, mode=0o755)
+    return wrapper
 
 
 def recorded(copy: Path) -> tuple[dict[str, str], ...]:

@@ -18,12 +18,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness.errors import HarnessError, PrerequisiteError
-from harness.fetch.archive import load_suite_index
+from harness.fetch.archive import SuiteIndex, load_suite_index
 from harness.fetch.mirror import debian_mirror
-from harness.files import write_text
 from harness.host import private
 from harness.host.guestroot import QEMU_SYSTEM, host_arch
 from harness.host.prereqs import distro_family, first_line, os_release
@@ -96,17 +94,8 @@ def version_of(line: str) -> tuple[int, int] | None:
 
 
 def write_wrapper(copy: Path, binary: str, version: str) -> Path:
-    """``copy``'s bin/<binary>, written anew (atomically) if it is not today's."""
-    wrapper = copy / "bin" / binary
     text = WRAPPER.format(binary=binary, suite=PRIVATE_SUITE, version=version)
-    try:
-        if wrapper.read_text() == text:
-            return wrapper
-    except (OSError, ValueError):
-        pass
-    wrapper.parent.mkdir(exist_ok=True)
-    write_text(wrapper, text, mode=0o755)
-    return wrapper
+    return private.write_wrapper(copy / "bin" / binary, text)
 
 
 def debian_upstream(version: str) -> tuple[int, int] | None:
@@ -115,7 +104,7 @@ def debian_upstream(version: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _index_and_version(mirror: str | None, cache: Path, archs: list[str]) -> tuple[Any, str]:
+def _index_and_version(mirror: str | None, cache: Path, archs: list[str]) -> tuple[SuiteIndex, str]:
     index = load_suite_index(debian_mirror(mirror), PRIVATE_SUITE, cache)
     main = index.stanzas(PACKAGES[archs[0]][0])
     if not main:
@@ -127,7 +116,10 @@ def private_copy(cache: Path, mirror: str | None, archs: list[str], say: Say) ->
     """The private copies of the emulators of ``archs`` (one per arch), made if they are not
     in the cache."""
     cache = cache.resolve()  # the copy goes on PATH and into reproduce.sh
-    index, version = _index_and_version(mirror, cache, archs)
+    return _copies(cache, *_index_and_version(mirror, cache, archs), archs, say)
+
+
+def _copies(cache: Path, index: SuiteIndex, version: str, archs: list[str], say: Say) -> Qemu:
     copies, versions, packages = {}, {}, []
     for arch in archs:
         # No epoch ("1:") in the name: a colon would split the loader's --library-path.
@@ -185,12 +177,13 @@ def ensure_qemu(
     if cannot:
         return Qemu("host", host, reason=cannot)
     try:
-        _, version = _index_and_version(mirror, cache, wanted)
+        cache = cache.resolve()
+        index, version = _index_and_version(mirror, cache, wanted)
         theirs = [version_of(line) for line in host.values()]
         mine = debian_upstream(version)
         if mine is not None and all(v is not None and v >= mine for v in theirs):
             return Qemu("host", host, reason=f"as new as {PRIVATE_SUITE}'s {version}")
-        copy = private_copy(cache, mirror, wanted, say)
+        copy = _copies(cache, index, version, wanted, say)
     except HarnessError as exc:
         say(f"the host's QEMU, as no private copy could be made: {exc}")
         return Qemu("host", host, reason=f"no private copy: {exc}")

@@ -29,7 +29,6 @@ from pathlib import Path
 from harness.errors import FetchError, PrerequisiteError
 from harness.fetch.archive import load_suite_index
 from harness.fetch.mirror import debian_mirror
-from harness.files import write_text
 from harness.host import private
 from harness.host.prereqs import can_install, distro_family, os_release
 
@@ -91,16 +90,9 @@ def write_wrapper(copy: Path, suite: str, version: str) -> Path:
     """``copy``'s bin/virtiofsd, written anew (atomically) if it is not today's: it names no
     absolute path, so the copy runs wherever it is. A wrapper of an older harness named the
     cache's absolute path, and ran a binary that was not there once the cache moved."""
-    wrapper = copy / "bin" / "virtiofsd"
-    text = WRAPPER.format(suite=suite, version=version)
-    try:
-        if wrapper.read_text() == text:
-            return wrapper
-    except (OSError, ValueError):
-        pass
-    wrapper.parent.mkdir(exist_ok=True)
-    write_text(wrapper, text, mode=0o755)  # executable before it is in place
-    return wrapper
+    return private.write_wrapper(
+        copy / "bin" / "virtiofsd", WRAPPER.format(suite=suite, version=version)
+    )
 
 
 def _private_copy(cache: Path, mirror: str | None, say: Say) -> Virtiofsd:

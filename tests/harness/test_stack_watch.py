@@ -7,6 +7,7 @@ while the guest booted", the pid being vng's ``virtiofsd --version``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -39,24 +40,45 @@ QEMU = '#!/bin/bash\nexec -a "$0" {python} -c \'import time; time.sleep(600)\' "
 PYTHON = os.path.realpath(sys.executable)
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+@contextlib.contextmanager
+def running_stack(
+    tmp_path: Path, vng: str = VNG, qemu: str | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """The stand-in vng with its virtiofsd and QEMU (``qemu``: a binary to copy in its place
+    instead of the script), in a process group of its own; and where the daemon's pid goes."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("virtiofsd", VIRTIOFSD), ("qemu-system-x86_64", QEMU)):
         (bin_dir / name).write_text(text.format(python=PYTHON))
         (bin_dir / name).chmod(0o755)
+    if qemu is not None:
+        shutil.copy(qemu, bin_dir / "qemu-system-x86_64")
     env = {
         **os.environ,
         "BIN": str(bin_dir),
         "SOCK": str(tmp_path / "sock"),
         "DAEMON_PID": str(tmp_path / "daemon.pid"),
     }
-    proc = subprocess.Popen(["sh", "-c", VNG], env=env, process_group=0)
+    proc = subprocess.Popen(["sh", "-c", vng], env=env, process_group=0)
     try:
         yield proc, tmp_path / "daemon.pid"
     finally:
         end_process_group(proc, grace=1.0)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    with running_stack(tmp_path) as running:
+        yield running
+
+
+def a_dead_daemon_is_named(proc: subprocess.Popen[bytes], daemon_pid: Path) -> None:
+    """Quiet while everything runs; the daemon killed, named within seconds."""
+    watch = fresh_watch(proc.pid)
+    assert watch_until(watch, 3.0) is None
+    pid = int(daemon_pid.read_text())
+    os.kill(pid, signal.SIGKILL)
+    assert watch_until(watch, 3.0) == f"virtiofsd (pid {pid})"
 
 
 def watch_until(watch: StackWatch, seconds: float) -> str | None:
@@ -85,12 +107,7 @@ def test_the_version_question_that_ends_is_not_a_dead_daemon(
 
 
 def test_the_daemon_that_dies_is_named(stack: tuple[subprocess.Popen[bytes], Path]) -> None:
-    proc, daemon_pid = stack
-    watch = fresh_watch(proc.pid)
-    assert watch_until(watch, 3.0) is None
-    pid = int(daemon_pid.read_text())
-    os.kill(pid, signal.SIGKILL)
-    assert watch_until(watch, 3.0) == f"virtiofsd (pid {pid})"
+    a_dead_daemon_is_named(*stack)
 
 
 def test_a_qemu_run_through_its_own_loader_is_qemu(tmp_path: Path) -> None:
@@ -106,27 +123,9 @@ def test_a_qemu_run_through_its_own_loader_is_qemu(tmp_path: Path) -> None:
     )
     if loader is None:
         pytest.skip("no glibc loader at its usual place")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    shutil.copy("/bin/sleep", bin_dir / "qemu-system-x86_64")
-    (bin_dir / "virtiofsd").write_text(VIRTIOFSD.format(python=PYTHON))
-    (bin_dir / "virtiofsd").chmod(0o755)
     vng = VNG.replace(
         'exec "$BIN/qemu-system-x86_64" -kernel vmlinuz',
         f'exec {loader} --library-path /nonexistent "$BIN/qemu-system-x86_64" 600',
     )
-    env = {
-        **os.environ,
-        "BIN": str(bin_dir),
-        "SOCK": str(tmp_path / "sock"),
-        "DAEMON_PID": str(tmp_path / "daemon.pid"),
-    }
-    proc = subprocess.Popen(["sh", "-c", vng], env=env, process_group=0)
-    try:
-        watch = fresh_watch(proc.pid)
-        assert watch_until(watch, 3.0) is None
-        pid = int((tmp_path / "daemon.pid").read_text())
-        os.kill(pid, signal.SIGKILL)
-        assert watch_until(watch, 3.0) == f"virtiofsd (pid {pid})"
-    finally:
-        end_process_group(proc, grace=1.0)
+    with running_stack(tmp_path, vng, qemu="/bin/sleep") as running:
+        a_dead_daemon_is_named(*running)
