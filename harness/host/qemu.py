@@ -15,6 +15,7 @@ PATH of the ``vng`` the harness starts, as the private virtiofsd's does.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,14 @@ class Qemu:
         if self.bin_dir(arch, accel) is not None:
             return f"{self.versions[arch]} ({self.origin} copy)"
         return self.host_versions.get(arch) or first_line([QEMU_SYSTEM[arch], "--version"])
+
+    def line_on(self, arch: str, path: str) -> str:
+        """The emulator vng will find on ``path`` (a guest's PATH) for ``arch``: what the
+        guest's record names is what its PATH gives, whatever was meant."""
+        found = shutil.which(QEMU_SYSTEM[arch], path=path)
+        if found is not None and Path(found).parent == self.copies.get(arch):
+            return f"{self.versions[arch]} ({self.origin} copy)"
+        return self.host_versions.get(arch) or first_line([found or QEMU_SYSTEM[arch], "--version"])
 
     def to_json(self) -> dict[str, object]:
         return {

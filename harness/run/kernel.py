@@ -276,7 +276,7 @@ class KernelRun:
                 accelerator=plan.accel,
                 reproduce=f"sh {self.final / 'reproduce.sh'}",
                 command=command,
-                qemu=self.ctx.host.qemu.line(self.spec.arch, plan.accel),
+                qemu=self.ctx.host.qemu.line_on(self.spec.arch, env["PATH"]),
                 root=self.root.provenance() if self.root else None,
                 virtme_ng=self.ctx.host.vng,
             )
@@ -321,7 +321,7 @@ class KernelRun:
             accelerator=plan.accel,
             accelerator_reason=reason,
             command=command,
-            qemu=self.ctx.host.qemu.line(self.spec.arch, plan.accel),
+            qemu=self.ctx.host.qemu.line_on(self.spec.arch, env["PATH"]),
         )
         return plan, command, env
 
