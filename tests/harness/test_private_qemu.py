@@ -7,6 +7,7 @@ checks that the wrapper finds everything from its own place."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -79,3 +80,21 @@ def test_the_copy_is_for_guests_under_tcg(tmp_path: Path) -> None:
     assert made.bin_dir("x86_64", "kvm") is None
     assert made.line("x86_64", "kvm").startswith("QEMU emulator version")
     assert "copy" not in made.line("x86_64", "kvm") and "copy" in made.line("x86_64", "tcg")
+
+
+def test_a_damaged_copy_is_made_again(tmp_path: Path) -> None:
+    """A cached copy whose emulator no longer runs (a truncated file, a disk that lost
+    blocks) is made once more, not given up on in every later run."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for part in ("indexes", "debs"):  # the shared cache's downloads, linked: nothing fetched
+        if (default_cache() / part).exists():
+            shutil.copytree(default_cache() / part, cache / part, copy_function=os.link)
+    made = private_copy(cache, mirror(), ["x86_64"], lambda line: None)
+    binary = made.copies["x86_64"].parent / "usr/bin/qemu-system-x86_64"
+    binary.unlink()
+    binary.write_bytes(b"\x7fELF damaged")
+    said: list[str] = []
+    again = private_copy(cache, mirror(), ["x86_64"], said.append)
+    assert version_of(again.versions["x86_64"]) == version_of(made.versions["x86_64"])
+    assert any("fetching a private QEMU" in line for line in said), said
