@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 import urllib.error
@@ -46,9 +47,17 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# The resolver's final answers: the name does not exist, or has no address. Backing off for
+# 14 s does not change them (an offline machine whose resolver answers NXDOMAIN waited out
+# the retries on every run, once per such kernel); "try again" (EAI_AGAIN) is still retried.
+_NAME_NOT_FOUND = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
 def _is_transient(exc: Exception) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code >= 500 or exc.code == 429
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, socket.gaierror):
+        return exc.reason.errno not in _NAME_NOT_FOUND
     return isinstance(exc, urllib.error.URLError | TimeoutError | ConnectionError)
 
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from fakearchive import serve
+
+from harness.errors import Unreachable
+from harness.fetch import download
 
 REPO = Path(__file__).resolve().parents[2]
 # Nothing listens on the discard port: the connection is refused, as a repository out of
@@ -132,3 +136,30 @@ def test_the_plan_lists_a_network_kernel_out_of_reach_and_refuses_any_other(
     done = run(tmp_path, "--config", str(config), "--list", "--json", "--resolve")
     assert done.returncode == 4, done.stdout + done.stderr
     assert "cannot download http://127.0.0.1:9/el9/repodata/repomd.xml" in done.stderr
+
+
+def resolver_answer(host: str) -> int | None:
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror as exc:
+        return exc.errno
+    return None
+
+
+def test_a_name_that_does_not_resolve_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver's "no such name" is final: four attempts spent 14 s on it per kernel, on
+    every offline run. A refused connection (a server restarting) still backs off."""
+    host = "el9.mountcompat.invalid"  # RFC 6761: no name under .invalid ever resolves
+    if resolver_answer(host) != socket.EAI_NONAME:
+        pytest.skip(f"this machine's resolver does not answer NXDOMAIN for {host}")
+    waits: list[float] = []
+    monkeypatch.setattr(download.time, "sleep", waits.append)
+    with pytest.raises(Unreachable, match="Name or service not known"):
+        download.download(f"https://{host}/repodata/repomd.xml", tmp_path / "repomd.xml")
+    assert waits == []
+    with pytest.raises(Unreachable, match="Connection refused"):
+        download.download(NOWHERE + "repodata/repomd.xml", tmp_path / "repomd.xml")
+    assert waits == [2, 4, 8]
+    assert list(tmp_path.iterdir()) == []
